@@ -1,0 +1,33 @@
+# kwsearch developer and user entry points. `make setup` once, then `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Which torch to install when the environment has none. Empty: choose automatically
+# (the CPU wheel torch==2.13.0 on a machine without an NVIDIA GPU, the registry's default
+# CUDA build where `nvidia-smi` works). Set it to force a build, e.g. TORCH="torch==2.5.1".
+TORCH  ?=
+
+.PHONY: setup test lint format clean
+
+setup: $(BIN)/kwsearch
+	@bash scripts/install_system_packages.sh
+
+# The venv is rebuilt only when the package metadata changes.
+$(BIN)/kwsearch: pyproject.toml
+	@bash scripts/create_venv.sh "$(PYTHON)" "$(VENV)" "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+test: $(BIN)/kwsearch
+	$(BIN)/python -m pytest -q
+
+lint: $(BIN)/kwsearch
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(BIN)/kwsearch
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,3 @@
+"""kwsearch: architecture search and ablation for KernelWarehouse-style dynamic convolution."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,41 @@
+"""The installed `kwsearch` console script, run as a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+KWSEARCH = Path(sys.executable).parent / "kwsearch"
+
+
+def run(*args):
+    return subprocess.run([str(KWSEARCH), *args], capture_output=True, text=True, timeout=120, env=os.environ)
+
+
+def test_help_lists_each_subcommand_with_a_description():
+    result = run("--help")
+    assert result.returncode == 0, result.stderr
+    assert "doctor" in result.stdout
+    assert "Report what this machine offers kwsearch" in result.stdout
+
+
+def test_no_arguments_prints_help():
+    result = run()
+    assert "Usage" in result.stdout + result.stderr
+
+
+def test_doctor_json_reports_the_environment():
+    result = run("doctor", "--json")
+    assert result.returncode == 0, result.stderr
+    facts = json.loads(result.stdout.strip().splitlines()[-1])
+    import torch
+
+    assert facts["torch"] == torch.__version__
+    assert facts["cuda_available"] == torch.cuda.is_available()
+    assert facts["fashion_mnist"] == "found" or facts["fashion_mnist"].startswith("missing:")
+
+
+def test_unknown_subcommand_is_a_usage_error():
+    result = run("frobnicate")
+    assert result.returncode == 2
