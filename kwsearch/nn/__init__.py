@@ -1,0 +1,49 @@
+"""The dynamic-convolution operators: KernelWarehouse, DY-CNN, ODConv and static conv.
+
+Importing this package registers every family with the conv factory.
+"""
+
+from kwsearch.nn import static  # noqa: F401  (registers the family)
+from kwsearch.nn.factory import ConvFactory, ConvSpecError, LayerShape, conv_shape, family_names, parse_spec
+from kwsearch.nn.kernel_warehouse import (
+    KWConv1d,
+    KWConv2d,
+    KWConv3d,
+    KWConvNd,
+    KWLinear,
+    KWOptions,
+    WarehouseManager,
+)
+from kwsearch.nn.temperature import (
+    KW_DEFAULT_SCHEDULE,
+    SOFTMAX_DEFAULT_SCHEDULE,
+    TemperatureControlled,
+    TemperatureSchedule,
+    set_temperature,
+)
+from kwsearch.nn.warehouse import WarehousePlan, WarehousePlanError, kw_parameter_count, plan_warehouses
+
+__all__ = [
+    "KW_DEFAULT_SCHEDULE",
+    "SOFTMAX_DEFAULT_SCHEDULE",
+    "ConvFactory",
+    "ConvSpecError",
+    "KWConv1d",
+    "KWConv2d",
+    "KWConv3d",
+    "KWConvNd",
+    "KWLinear",
+    "KWOptions",
+    "LayerShape",
+    "TemperatureControlled",
+    "TemperatureSchedule",
+    "WarehouseManager",
+    "WarehousePlan",
+    "WarehousePlanError",
+    "conv_shape",
+    "family_names",
+    "kw_parameter_count",
+    "parse_spec",
+    "plan_warehouses",
+    "set_temperature",
+]

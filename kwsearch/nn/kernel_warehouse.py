@@ -1,0 +1,323 @@
+"""KernelWarehouse layers (Li & Yao, ICML 2024) and the manager that owns their warehouses.
+
+A model reserves its layers through a :class:`WarehouseManager` (directly, or through the conv
+factory with ``family: kw``), then calls :meth:`WarehouseManager.store` to create the warehouses
+and :meth:`WarehouseManager.allocate` to give every layer its attention and initial assignment.
+Layers are allocated in the order ``model.modules()`` yields them, as the reference does, so a
+published model's cells start where the paper's start.
+
+Each layer's kernel is a per-sample mixture of warehouse cells. Three exact execution paths
+compute the output; the cheapest for the input at hand is chosen from FLOP and element counts
+(:mod:`kwsearch.nn.cost`):
+
+- ``grouped_conv``: assemble every sample's kernel, then one convolution grouped over the batch;
+- ``batched_matmul``: the same kernels, applied as a batched matrix multiply (1x1 and linear);
+- ``cell_conv``: convolve once with the cells themselves, then mix the outputs by the attention;
+  no per-sample kernel exists, which pays when ``n`` exceeds the number of output positions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
+from torch import nn
+
+from kwsearch.nn.cost import PathCost, cheapest
+from kwsearch.nn.factory import ConvSpecError, LayerBuilder, LayerShape, register_family
+from kwsearch.nn.kw_attention import KWAttention
+from kwsearch.nn.per_sample import grouped_conv, is_pointwise, pointwise_bmm
+from kwsearch.nn.temperature import KW_DEFAULT_SCHEDULE, TemperatureControlled, TemperatureSchedule
+from kwsearch.nn.warehouse import (
+    ReservedLayer,
+    WarehousePlan,
+    WarehousePlanError,
+    cells_assigned,
+    fuse_warehouse_name,
+    initial_assignment,
+    normalize_sharing_range,
+    plan_warehouses,
+)
+
+Ratio = PositiveFloat | list[PositiveFloat]
+
+
+class KWOptions(BaseModel):
+    """KernelWarehouse options under the reference implementation's names.
+
+    Ratios may be one value or one value per warehouse (in order of first reservation).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reduction: Ratio = 0.0625
+    cell_num_ratio: Ratio = 1.0
+    cell_inplane_ratio: Ratio = 1.0
+    cell_outplane_ratio: Ratio = 1.0
+    sharing_range: str | list[str] = Field(default_factory=list)
+    nonlocal_basis_ratio: Ratio = 1.0
+    spatial_partition: bool | list[bool] = True
+    norm_layer: Literal["batch", "layer"] = "batch"
+    temperature: TemperatureSchedule = KW_DEFAULT_SCHEDULE
+
+
+class KWConvNd(TemperatureControlled):
+    """A convolution whose kernel is assembled per sample from cells of a shared warehouse."""
+
+    dims: int = 2
+    attention: KWAttention
+
+    def __init__(self, shape: LayerShape, reserved: ReservedLayer, manager: WarehouseManager) -> None:
+        super().__init__(manager.options.temperature.start)
+        self.shape = shape
+        self.reserved = reserved
+        self.bias = nn.Parameter(torch.zeros(shape.out_channels)) if shape.bias else None
+        # A list keeps the manager out of this module's children: its parameters belong to the model once.
+        self._manager = [manager]
+        self.plan: WarehousePlan | None = None
+        self.path: str | None = None  # force one execution path (tests, benchmarks); None: cheapest
+
+    def attach(self, plan: WarehousePlan, layer_index: int, start_cell: int) -> int:
+        """Create the attention for this layer's place in ``plan``; return the next free cell."""
+        settings = plan.settings
+        mixtures = plan.mixtures[layer_index]
+        self.plan, self.mixtures = plan, mixtures
+        self.attention = KWAttention(
+            self.shape.in_channels,
+            settings.reduction,
+            plan.num_cells,
+            mixtures.count,
+            initial_assignment(mixtures.count, start_cell, settings.cell_num_ratio),
+            start_cell,
+            settings.cell_num_ratio,
+            settings.nonlocal_basis_ratio,
+            self._manager[0].options.norm_layer,
+        )
+        return start_cell + cells_assigned(mixtures.count, settings.cell_num_ratio)
+
+    @property
+    def cells(self) -> torch.Tensor:
+        return self._manager[0].warehouses[self._manager[0].warehouse_index[self.reserved.warehouse]]
+
+    def extra_repr(self) -> str:
+        s = self.shape
+        return (
+            f"{s.in_channels}, {s.out_channels}, kernel_size={s.kernel_size}, stride={s.stride}, "
+            f"padding={s.padding}, dilation={s.dilation}, groups={s.groups}, bias={s.bias}, "
+            f"warehouse={self.reserved.warehouse!r}"
+        )
+
+    # -- execution paths -------------------------------------------------------------------------
+
+    def assemble(self, alpha: torch.Tensor, batch: int) -> torch.Tensor:
+        """Per-sample kernels (B, out, in / groups, *kernel) from the mixing weights."""
+        cells = self.cells
+        m = self.mixtures
+        kernels = (alpha @ cells.reshape(cells.shape[0], -1)).view(
+            batch, m.spatial, m.out_groups, m.in_groups, *cells.shape[1:]
+        )
+        # (B, spatial, out_groups, in_groups, cell_out, cell_in, *cell_kernel)
+        #   -> (B, out_groups, cell_out, in_groups, cell_in, spatial, *cell_kernel)
+        kernels = kernels.permute(0, 2, 4, 3, 5, 1, *range(6, 6 + self.dims))
+        s = self.shape
+        return kernels.reshape(batch, s.out_channels, s.in_channels // s.groups, *s.kernel_size)
+
+    def _grouped_conv(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        s = self.shape
+        return grouped_conv(
+            x, self.assemble(alpha, x.shape[0]), None, s.stride, s.padding, s.dilation, s.groups
+        )
+
+    def _batched_matmul(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        return pointwise_bmm(x, self.assemble(alpha, x.shape[0]), None, self.shape.stride)
+
+    def _cell_conv(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        s, m = self.shape, self.mixtures
+        cells = self.cells
+        num_cells, cell_out = cells.shape[0], cells.shape[1]
+        batch = x.shape[0]
+        columns = F.unfold(x, s.kernel_size, s.dilation, s.padding, s.stride)  # (B, in * kh * kw, L)
+        positions = columns.shape[-1]
+        if m.spatial > 1:  # 1x1 cells, one per kernel position: contract over cell_in at each position
+            columns = columns.view(batch, m.in_groups, -1, m.spatial, positions).transpose(2, 3)
+        else:  # full-kernel cells: contract over (cell_in, kh, kw), the order unfold uses
+            columns = columns.view(batch, m.in_groups, 1, -1, positions)
+        responses = torch.einsum("nop,bgspl->bgsnol", cells.reshape(num_cells, cell_out, -1), columns)
+        weights = alpha.view(batch, m.spatial, m.out_groups, m.in_groups, num_cells)
+        y = torch.einsum("bsogn,bgsncl->bocl", weights, responses)
+        return y.reshape(batch, s.out_channels, *self._output_size(x))
+
+    _PATHS: ClassVar[dict[str, Callable]] = {
+        "grouped_conv": _grouped_conv,
+        "batched_matmul": _batched_matmul,
+        "cell_conv": _cell_conv,
+    }
+
+    def _output_size(self, x: torch.Tensor) -> tuple[int, ...]:
+        s = self.shape
+        return tuple(
+            (size + 2 * p - d * (k - 1) - 1) // st + 1
+            for size, p, d, k, st in zip(
+                x.shape[2:], s.padding, s.dilation, s.kernel_size, s.stride, strict=True
+            )
+        )
+
+    def path_costs(self, x: torch.Tensor) -> dict[str, PathCost]:
+        """Estimated cost of each path that applies to input ``x`` (FLOPs, elements moved)."""
+        s, m = self.shape, self.mixtures
+        batch, positions = x.shape[0], math.prod(self._output_size(x))
+        n, cell_numel = self.plan.num_cells, self.plan.cell_numel
+        kernel_numel = s.out_channels * (s.in_channels // s.groups) * math.prod(s.kernel_size)
+        assembly = PathCost(
+            flops=2.0 * batch * m.count * n * cell_numel + 2.0 * batch * kernel_numel * positions,
+            elements_moved=2.0 * batch * kernel_numel,
+        )
+        costs = {}
+        if is_pointwise(s.kernel_size, s.padding, s.groups):
+            costs["batched_matmul"] = assembly
+        costs["grouped_conv"] = assembly
+        if self.dims == 2 and s.groups == 1:
+            cell_out = self.plan.cell_shape[0]
+            unfolded_rows = s.in_channels * math.prod(s.kernel_size)
+            response_elements = batch * m.in_groups * m.spatial * n * cell_out * positions
+            costs["cell_conv"] = PathCost(
+                flops=2.0 * response_elements * (cell_numel // cell_out)
+                + 2.0 * response_elements * m.out_groups,
+                elements_moved=2.0 * response_elements + 2.0 * batch * unfolded_rows * positions,
+            )
+        return costs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.plan is None:
+            raise RuntimeError(
+                f"KernelWarehouse layer {self.reserved.name!r} has no warehouse yet: "
+                "call WarehouseManager.store() and .allocate(model) (or ConvFactory.finalize(model))"
+            )
+        alpha = self.attention(x, self.temperature)
+        path = self.path or cheapest(self.path_costs(x), x.device)
+        y = self._PATHS[path](self, x, alpha)
+        if self.bias is not None:
+            y = y + self.bias.view(1, -1, *([1] * self.dims))
+        return y
+
+
+class KWConv1d(KWConvNd):
+    dims = 1
+
+
+class KWConv2d(KWConvNd):
+    dims = 2
+
+
+class KWConv3d(KWConvNd):
+    dims = 3
+
+
+class KWLinear(KWConvNd):
+    """A linear layer over the last axis of (B, ..., C) input: a 1-d pointwise KW conv over tokens,
+    with attention pooled over all tokens of a sample (as in the reference)."""
+
+    dims = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        leading = x.shape[:-1]
+        tokens = x.reshape(x.shape[0], -1, x.shape[-1]).transpose(1, 2)
+        return super().forward(tokens).transpose(1, 2).reshape(*leading, -1)
+
+
+_LAYER_CLASSES = {1: KWConv1d, 2: KWConv2d, 3: KWConv3d}
+
+
+class WarehouseManager(nn.Module):
+    """Owns a model's warehouses: reserves layers, plans and creates warehouses, allocates cells."""
+
+    def __init__(self, options: KWOptions | None = None, **kwargs) -> None:
+        super().__init__()
+        self.options = options if options is not None else KWOptions(**kwargs)
+        self.sharing_range = normalize_sharing_range(self.options.sharing_range)
+        self.reserved: list[ReservedLayer] = []
+        self.plans: list[WarehousePlan] = []
+        self.warehouse_index: dict[str, int] = {}
+        self.warehouses = nn.ParameterList()
+
+    def reserve(self, shape: LayerShape, name: str = "default") -> KWConvNd:
+        """A KernelWarehouse layer for ``shape`` drawing on the warehouse ``name`` fuses to."""
+        if self.plans:
+            raise RuntimeError("warehouses are stored already; reserve every layer before store()")
+        reserved = ReservedLayer(
+            name=name,
+            warehouse=fuse_warehouse_name(name, self.sharing_range),
+            in_channels=shape.in_channels,
+            out_channels=shape.out_channels,
+            groups=shape.groups,
+            kernel_size=shape.kernel_size,
+            bias=shape.bias,
+        )
+        self.reserved.append(reserved)
+        cls = KWLinear if shape.linear else _LAYER_CLASSES[shape.dims]
+        return cls(shape, reserved, self)
+
+    def store(self) -> list[WarehousePlan]:
+        """Plan the warehouses and create their parameters; returns the plans."""
+        o = self.options
+        self.plans = plan_warehouses(
+            self.reserved,
+            o.reduction,
+            o.cell_num_ratio,
+            o.cell_inplane_ratio,
+            o.cell_outplane_ratio,
+            o.nonlocal_basis_ratio,
+            o.spatial_partition,
+        )
+        for index, plan in enumerate(self.plans):
+            self.warehouse_index[plan.name] = index
+            self.warehouses.append(nn.Parameter(torch.randn(plan.num_cells, *plan.cell_shape)))
+        return self.plans
+
+    def allocate(self, model: nn.Module) -> None:
+        """Give each of this manager's layers in ``model`` its attention and Kaiming-initialised cells,
+        in module order. Raises RuntimeError if a reserved layer is not part of ``model``."""
+        next_cell = [0] * len(self.plans)
+        seen = set()
+        for layer in model.modules():
+            if not isinstance(layer, KWConvNd) or layer._manager[0] is not self:
+                continue
+            index = self.warehouse_index[layer.reserved.warehouse]
+            plan = self.plans[index]
+            start = next_cell[index]
+            next_cell[index] = layer.attach(plan, plan.layers.index(layer.reserved), start)
+            cells = self.warehouses[index]
+            with torch.no_grad():
+                nn.init.kaiming_normal_(
+                    cells[start : next_cell[index]].view(-1, *plan.cell_shape[1:]),
+                    mode="fan_out",
+                    nonlinearity="relu",
+                )
+            seen.add(id(layer.reserved))
+        missing = [r.name for r in self.reserved if id(r) not in seen]
+        if missing:
+            raise RuntimeError(f"layers reserved but not found in the model: {', '.join(missing)}")
+
+
+class KWBuilder(LayerBuilder):
+    def __init__(self, options: KWOptions) -> None:
+        super().__init__(options)
+        self.manager = WarehouseManager(options)
+
+    def build(self, shape: LayerShape, name: str) -> nn.Module:
+        return self.manager.reserve(shape, name)
+
+    def finalize(self, model: nn.Module) -> None:
+        try:
+            self.manager.store()
+        except WarehousePlanError as error:
+            raise ConvSpecError(str(error)) from None
+        model.add_module("warehouse_manager", self.manager)
+        self.manager.allocate(model)
+
+
+register_family("kw", KWOptions, KWBuilder)

@@ -1,0 +1,43 @@
+"""Shared test tools: a trained-looking parameter state and the plain per-sample reference."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def randomize_(module: nn.Module, seed: int = 1) -> nn.Module:
+    """Overwrite every parameter and norm statistic with random values, so tests do not run
+    on the special structure of an initial state (zero biases, unit norms, one-hot bias...)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * 0.5)
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=generator) * 0.3)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=generator) * 1.5 + 0.5)
+    return module
+
+
+def per_sample_conv(x, weights, biases, stride, padding, dilation, groups):
+    """Reference: a loop over samples, each convolved with its own kernel by F.convNd.
+
+    ``weights`` is a list of (O, C/groups, *K) tensors, ``biases`` a list of (O,) tensors or None.
+    """
+    conv = _CONV[x.dim() - 2]
+    outputs = []
+    for b in range(x.shape[0]):
+        bias = None if biases is None else biases[b]
+        outputs.append(conv(x[b : b + 1], weights[b], bias, stride, padding, dilation, groups))
+    return torch.cat(outputs)
+
+
+def assert_rel_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-6) -> None:
+    """Relative error of the whole tensor (max abs difference over max abs value) below ``rtol``."""
+    scale = expected.abs().max().clamp_min(1e-12)
+    error = ((actual - expected).abs().max() / scale).item()
+    assert error < rtol, f"relative error {error:.3g} >= {rtol}"
