@@ -9,7 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-from kwsearch.nn import ConvFactory, ConvSpecError, KWConvNd, KWLinear, kw_parameter_count, set_temperature
+from kwsearch.nn import (
+    ConvFactory,
+    ConvSpecError,
+    KWConvNd,
+    KWLinear,
+    kw_parameter_count,
+    set_temperature,
+    warehouse_managers,
+)
 from kwsearch.nn.cost import cheapest
 from kwsearch.nn.warehouse import cells_assigned, fuse_warehouse_name, initial_assignment
 from tests.helpers import assert_rel_close, per_sample_conv, randomize_
@@ -147,7 +155,7 @@ def test_plan_of_a_shared_warehouse_matches_hand_computation():
             ("stage1_layer0_conv0", "conv", (32, 48, 3), {"padding": 1}),
         ],
     )
-    first, second = net.warehouse_manager.plans
+    first, second = warehouse_managers(net)[0].plans
     assert first.name == "stage0_layer_conv" and second.name == "stage1_layer_conv"
     # gcd(out) = 16 -> 8, gcd(in) = 8 -> 4; spatial partition cuts 3x3 into 9 positions.
     assert first.cell_shape == (8, 4, 1, 1)
@@ -163,7 +171,7 @@ def test_parameter_count_of_one_layer_is_hand_computed():
     # fc2 16 * (9 mixtures * 10 logits) + 90 bias; conv bias 32
     expected = 9 * 32 * 16 + 16 * 16 + 2 * 16 + 16 * 90 + 90 + 32
     assert sum(p.numel() for p in net.parameters()) == expected == 6458
-    assert kw_parameter_count(net.warehouse_manager.plans) == expected
+    assert kw_parameter_count(warehouse_managers(net)[0].plans) == expected
 
 
 def test_parameter_count_with_nonlocal_basis_and_layernorm_is_hand_computed():
@@ -175,7 +183,7 @@ def test_parameter_count_with_nonlocal_basis_and_layernorm_is_hand_computed():
             ("s_layer2", "conv", (16, 16, 3), {"padding": 1}),
         ],
     )
-    (plan,) = net.warehouse_manager.plans
+    (plan,) = warehouse_managers(net)[0].plans
     assert plan.num_cells == 27  # 3 layers x 9 mixtures of 16x16 cells
     # per layer: local = 9, nonlocal = 18, basis = max(9, 16) = 16
     # fc1 16*16 + 16 bias (LayerNorm keeps it), LN 2*16,
@@ -183,7 +191,7 @@ def test_parameter_count_with_nonlocal_basis_and_layernorm_is_hand_computed():
     per_layer = 16 * 16 + 16 + 32 + 16 * 26 * 9 + 16 * 18 + 28 * 9
     expected = 27 * 16 * 16 + 3 * per_layer
     assert sum(p.numel() for p in net.parameters()) == expected
-    assert kw_parameter_count(plan and net.warehouse_manager.plans, "layer") == expected
+    assert kw_parameter_count(plan and warehouse_managers(net)[0].plans, "layer") == expected
 
 
 def test_accounting_on_the_meta_device_matches():
@@ -194,7 +202,7 @@ def test_accounting_on_the_meta_device_matches():
     with torch.device("meta"):
         net = Stack(kw(sharing_range="layer", cell_num_ratio=2), layers)
     assert all(p.is_meta for p in net.parameters())
-    assert sum(p.numel() for p in net.parameters()) == kw_parameter_count(net.warehouse_manager.plans)
+    assert sum(p.numel() for p in net.parameters()) == kw_parameter_count(warehouse_managers(net)[0].plans)
 
 
 @pytest.mark.parametrize("ratio", [1, 2, 4, 0.5, 0.25])
@@ -212,7 +220,7 @@ def test_initial_assignment_follows_the_reference_rule(ratio):
         taken += sorted(int(c) for c in beta.argmax(1) if c != beta.shape[1] - 1)
     # disjoint, in layer order; with ratio k >= 1 a mixture's cell is followed by k - 1 free cells
     step = int(ratio) if ratio >= 1 else 1
-    assert taken == list(range(0, net.warehouse_manager.plans[0].num_cells, step))
+    assert taken == list(range(0, warehouse_managers(net)[0].plans[0].num_cells, step))
     if ratio < 1:
         period = int(1 / ratio)
         pointing = (first[:, -1] == 0).nonzero().flatten().tolist()
@@ -233,7 +241,7 @@ def test_each_layer_slice_gets_kaiming_init():
         kw(sharing_range=["layer"]),
         [("a_layer0", "conv", (64, 64, 3), {}), ("a_layer1", "conv", (64, 64, 3), {})],
     )
-    cells = net.warehouse_manager.warehouses[0]
+    cells = warehouse_managers(net)[0].warehouses[0]
     # fan_out of a slice viewed as (cells * 64, 64, 1, 1): 9 cells * 64
     for start in (0, 9):
         std = cells[start : start + 9].std().item()
@@ -350,7 +358,7 @@ def test_gradients_pass_gradcheck(path):
     layer = net.layers[0]
     layer.path = path
     x = torch.randn(2, 4, 3, 3, dtype=torch.float64, requires_grad=True)
-    cells = net.warehouse_manager.warehouses[0]
+    cells = warehouse_managers(net)[0].warehouses[0]
     assert torch.autograd.gradcheck(lambda x, cells: layer(x), (x, cells), fast_mode=True)
 
 
@@ -420,13 +428,24 @@ def test_bad_options_name_the_key(spec, key):
 def test_per_warehouse_options_apply_in_reservation_order():
     layers = [("s0_layer0", "conv", (8, 8, 3), {}), ("s1_layer0", "conv", (8, 8, 3), {})]
     net = Stack(kw(sharing_range=["layer"], cell_num_ratio=[1, 2]), layers)
-    assert [p.num_cells for p in net.warehouse_manager.plans] == [9, 18]
+    assert [p.num_cells for p in warehouse_managers(net)[0].plans] == [9, 18]
 
 
 def test_disabled_layers_are_plain_convs():
     factory = ConvFactory(kw())
     stem = factory.conv(3, 8, 3, name="stem", dynamic=False)
     assert type(stem) is nn.Conv2d
+
+
+def test_warehouses_are_model_parameters_once_and_a_sequential_still_runs():
+    factory = ConvFactory(kw(sharing_range=["layer"]))
+    model = nn.Sequential(factory.conv(4, 8, 3, name="a_layer0"), factory.conv(8, 8, 3, name="a_layer1"))
+    factory.finalize(model)
+    (manager,) = warehouse_managers(model)
+    names = [name for name, _ in model.named_parameters() if "warehouses" in name]
+    assert names == ["0.warehouse_manager.warehouses.0"]
+    assert model(torch.randn(2, 4, 7, 7)).shape == (2, 8, 3, 3)
+    assert sum(p.numel() for p in model.parameters()) == kw_parameter_count(manager.plans)
 
 
 def test_a_layer_used_before_finalize_says_what_to_do():

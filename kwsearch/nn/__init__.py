@@ -13,6 +13,7 @@ from kwsearch.nn.kernel_warehouse import (
     KWLinear,
     KWOptions,
     WarehouseManager,
+    warehouse_managers,
 )
 from kwsearch.nn.temperature import (
     KW_DEFAULT_SCHEDULE,
@@ -46,4 +47,5 @@ __all__ = [
     "parse_spec",
     "plan_warehouses",
     "set_temperature",
+    "warehouse_managers",
 ]

@@ -3,6 +3,8 @@
 A model reserves its layers through a :class:`WarehouseManager` (directly, or through the conv
 factory with ``family: kw``), then calls :meth:`WarehouseManager.store` to create the warehouses
 and :meth:`WarehouseManager.allocate` to give every layer its attention and initial assignment.
+The manager then lives inside the model's first KernelWarehouse layer (``warehouse_managers``
+finds it), so its warehouses are model parameters, counted once.
 Layers are allocated in the order ``model.modules()`` yields them, as the reference does, so a
 published model's cells start where the paper's start.
 
@@ -95,13 +97,18 @@ class KWConvNd(TemperatureControlled):
             start_cell,
             settings.cell_num_ratio,
             settings.nonlocal_basis_ratio,
-            self._manager[0].options.norm_layer,
+            self.manager.options.norm_layer,
         )
         return start_cell + cells_assigned(mixtures.count, settings.cell_num_ratio)
 
     @property
+    def manager(self) -> WarehouseManager:
+        return self._manager[0]
+
+    @property
     def cells(self) -> torch.Tensor:
-        return self._manager[0].warehouses[self._manager[0].warehouse_index[self.reserved.warehouse]]
+        """This layer's warehouse: (n, cell_out, cell_in, *cell_kernel)."""
+        return self.manager.warehouses[self.manager.warehouse_index[self.reserved.warehouse]]
 
     def extra_repr(self) -> str:
         s = self.shape
@@ -283,9 +290,11 @@ class WarehouseManager(nn.Module):
         in module order. Raises RuntimeError if a reserved layer is not part of ``model``."""
         next_cell = [0] * len(self.plans)
         seen = set()
+        first_layer = None
         for layer in model.modules():
-            if not isinstance(layer, KWConvNd) or layer._manager[0] is not self:
+            if not isinstance(layer, KWConvNd) or layer.manager is not self:
                 continue
+            first_layer = first_layer or layer
             index = self.warehouse_index[layer.reserved.warehouse]
             plan = self.plans[index]
             start = next_cell[index]
@@ -301,6 +310,20 @@ class WarehouseManager(nn.Module):
         missing = [r.name for r in self.reserved if id(r) not in seen]
         if missing:
             raise RuntimeError(f"layers reserved but not found in the model: {', '.join(missing)}")
+        # The first layer owns the manager, so the warehouses are the model's parameters (once)
+        # without adding a child to the model itself, whose forward (a Sequential's, say) may
+        # call every child.
+        if first_layer is not None:
+            first_layer.add_module("warehouse_manager", self)
+
+
+def warehouse_managers(model: nn.Module) -> list[WarehouseManager]:
+    """The warehouse managers whose layers are in ``model`` (one per factory), in module order."""
+    managers: list[WarehouseManager] = []
+    for module in model.modules():
+        if isinstance(module, KWConvNd) and all(module.manager is not m for m in managers):
+            managers.append(module.manager)
+    return managers
 
 
 class KWBuilder(LayerBuilder):
@@ -316,7 +339,6 @@ class KWBuilder(LayerBuilder):
             self.manager.store()
         except WarehousePlanError as error:
             raise ConvSpecError(str(error)) from None
-        model.add_module("warehouse_manager", self.manager)
         self.manager.allocate(model)
 
 

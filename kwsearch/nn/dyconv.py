@@ -1,0 +1,245 @@
+"""DY-CNN: dynamic convolution over attention of kernels (Chen et al., CVPR 2020).
+
+Every layer keeps ``K`` kernels and mixes them per sample with a softmax attention computed from
+the globally pooled input: ``W_b = sum_k pi_bk W_k``, ``b_b = sum_k pi_bk bias_k``. Two exact ways
+run it, chosen per call by :func:`kwsearch.nn.cost.cheapest`:
+
+- ``assemble``: build every sample's kernel, then one per-sample convolution;
+- ``bank``: convolve with all ``K`` kernels as one ordinary convolution, then mix the ``K``
+  outputs by ``pi``. ``K`` times the arithmetic of the conv but no per-sample kernel, which wins
+  when kernels are large and the output is small.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.modules.utils import _pair
+
+from kwsearch.nn.cost import PathCost, cheapest
+from kwsearch.nn.factory import ConvSpecError, LayerBuilder, LayerShape, register_family
+from kwsearch.nn.per_sample import grouped_conv, is_pointwise, pointwise_bmm
+from kwsearch.nn.temperature import SOFTMAX_DEFAULT_SCHEDULE, TemperatureControlled, TemperatureSchedule
+
+PATHS = ("assemble", "bank")
+
+# A hidden width of int(in * reduction) is 0 for a 3-channel stem at reduction 0.25, which would
+# make the attention a constant; at least this many hidden units keep it input-dependent.
+MIN_HIDDEN = 4
+
+
+class DyConvOptions(BaseModel):
+    """Options of the ``dyconv`` family."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kernel_num: int = Field(default=4, ge=1)
+    reduction: float = Field(default=0.25, gt=0, le=1)
+    temperature: TemperatureSchedule = SOFTMAX_DEFAULT_SCHEDULE
+
+
+def dyconv_costs(
+    batch: int,
+    in_channels: int,
+    out_channels: int,
+    kernel_elems: int,
+    groups: int,
+    kernel_num: int,
+    out_positions: int,
+) -> dict[str, PathCost]:
+    """Estimated FLOPs and intermediate traffic of each path, ``assemble`` first.
+
+    ``kernel_elems`` is kh * kw, ``out_positions`` the output's Ho * Wo. Returns ``{path: cost}``.
+    """
+    kernel = out_channels * (in_channels // groups) * kernel_elems  # elements of one kernel
+    conv = 2.0 * batch * kernel * out_positions  # one convolution of the batch
+    bank_outputs = batch * kernel_num * out_channels * out_positions
+    # Stacking the bank for groups > 1 reorders the K kernels, a copy of the whole bank.
+    bank_copy = 2.0 * kernel_num * kernel if groups > 1 else 0.0
+    return {
+        # A (B, K) x (K, kernel) product, then the conv; the per-sample kernels are written and read.
+        "assemble": PathCost(
+            flops=2.0 * batch * kernel_num * kernel + conv, elements_moved=2.0 * batch * kernel
+        ),
+        # K convolutions at once, then a K-term weighted sum; the K outputs are written and read.
+        "bank": PathCost(
+            flops=kernel_num * conv + 2.0 * bank_outputs, elements_moved=2.0 * bank_outputs + bank_copy
+        ),
+    }
+
+
+def _out_positions(size: torch.Size, layer: DyConv2d) -> int:
+    """Returns Ho * Wo of ``layer`` for an input of spatial ``size``."""
+    positions = 1
+    dims = zip(size, layer.kernel_size, layer.stride, layer.padding, layer.dilation, strict=True)
+    for n, k, s, p, d in dims:
+        positions *= (n + 2 * p - d * (k - 1) - 1) // s + 1
+    return positions
+
+
+class _KernelAttention(nn.Module):
+    """Pooled features -> K logits: Linear -> ReLU -> Linear (the softmax is the layer's)."""
+
+    def __init__(self, in_channels: int, hidden: int, kernel_num: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_channels, hidden)
+        self.fc2 = nn.Linear(hidden, kernel_num)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.relu(self.fc1(pooled)))
+
+
+class DyConv2d(TemperatureControlled):
+    """A 2-d DY-CNN convolution: ``kernel_num`` kernels mixed per sample by softmax attention.
+
+    ``path`` forces an execution path (``"assemble"`` or ``"bank"``); None lets the cost model
+    choose on every call.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = False,
+        *,
+        kernel_num: int = 4,
+        reduction: float = 0.25,
+        temperature: float = SOFTMAX_DEFAULT_SCHEDULE.start,
+    ) -> None:
+        super().__init__(temperature)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}"
+            )
+        if kernel_num < 1:
+            raise ValueError(f"kernel_num must be >= 1, got {kernel_num}")
+        if not 0 < reduction <= 1:
+            raise ValueError(f"reduction must be in (0, 1], got {reduction}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = _pair(kernel_size)
+        self.stride = _pair(stride)
+        self.padding = _pair(padding)
+        self.dilation = _pair(dilation)
+        self.groups = groups
+        self.kernel_num = kernel_num
+        self.path: str | None = None
+        self.weight = nn.Parameter(
+            torch.empty(kernel_num, out_channels, in_channels // groups, *self.kernel_size)
+        )
+        self.bias: nn.Parameter | None
+        self.register_parameter("bias", nn.Parameter(torch.empty(kernel_num, out_channels)) if bias else None)
+        self.attention = _KernelAttention(
+            in_channels, max(int(in_channels * reduction), MIN_HIDDEN), kernel_num
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The DY-CNN initialisation: every kernel and attention layer as a standalone ReLU layer."""
+        for kernel in self.weight.data:
+            nn.init.kaiming_normal_(kernel, mode="fan_out", nonlinearity="relu")
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+        for fc in (self.attention.fc1, self.attention.fc2):
+            nn.init.kaiming_normal_(fc.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(fc.bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
+            f"bias={self.bias is not None}, kernel_num={self.kernel_num}"
+        )
+
+    def kernel_attention(self, x: torch.Tensor) -> torch.Tensor:
+        """Returns the (B, K) softmax attention over the kernels for input ``x`` (B, C, H, W)."""
+        return torch.softmax(self.attention(x.mean(dim=(2, 3))) / self.temperature, dim=1)
+
+    def costs(self, x: torch.Tensor) -> dict[str, PathCost]:
+        """Returns the estimated cost of each path for input ``x``."""
+        return dyconv_costs(
+            x.shape[0],
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size[0] * self.kernel_size[1],
+            self.groups,
+            self.kernel_num,
+            _out_positions(x.shape[2:], self),
+        )
+
+    def select_path(self, x: torch.Tensor) -> str:
+        """Returns the forced ``path``, or the cheapest one for ``x``. Raises ValueError for an
+        unknown forced path."""
+        if self.path is None:
+            return cheapest(self.costs(x), x.device)
+        if self.path not in PATHS:
+            raise ValueError(f"DyConv2d.path must be one of {PATHS} or None, got {self.path!r}")
+        return self.path
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pi = self.kernel_attention(x)
+        if self.select_path(x) == "bank":
+            return self._bank(x, pi)
+        return self._assemble(x, pi)
+
+    def _assemble(self, x: torch.Tensor, pi: torch.Tensor) -> torch.Tensor:
+        batch = x.shape[0]
+        kernels = torch.mm(pi, self.weight.flatten(1)).view(batch, *self.weight.shape[1:])
+        bias = None if self.bias is None else torch.mm(pi, self.bias)
+        if is_pointwise(self.kernel_size, self.padding, self.groups):
+            return pointwise_bmm(x, kernels, bias, self.stride)
+        return grouped_conv(x, kernels, bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def _bank(self, x: torch.Tensor, pi: torch.Tensor) -> torch.Tensor:
+        k, out, groups = self.kernel_num, self.out_channels, self.groups
+        # A grouped conv feeds output block i from input group i only, so each group's block
+        # must hold that group's output channels of all K kernels: order (group, kernel, channel).
+        bank = self.weight.view(k, groups, out // groups, *self.weight.shape[2:]).transpose(0, 1)
+        y = F.conv2d(
+            x,
+            bank.reshape(-1, *self.weight.shape[2:]),
+            None,
+            self.stride,
+            self.padding,
+            self.dilation,
+            groups,
+        )
+        batch, _, height, width = y.shape
+        y = y.view(batch, groups, k, out // groups, height, width)
+        y = torch.einsum("bgkohw,bk->bgohw", y, pi).reshape(batch, out, height, width)
+        if self.bias is not None:
+            y = y + torch.mm(pi, self.bias).view(batch, out, 1, 1)
+        return y
+
+
+class DyConvBuilder(LayerBuilder):
+    options: DyConvOptions
+
+    def build(self, shape: LayerShape, name: str) -> nn.Module:
+        """Returns a :class:`DyConv2d` for ``shape``. Raises ConvSpecError for linear or non-2-d layers."""
+        if shape.linear or shape.dims != 2:
+            kind = "a linear layer" if shape.linear else f"a {shape.dims}-d convolution"
+            raise ConvSpecError(f"conv.family: dyconv builds 2-d convolutions only; layer {name!r} is {kind}")
+        return DyConv2d(
+            shape.in_channels,
+            shape.out_channels,
+            shape.kernel_size,
+            shape.stride,
+            shape.padding,
+            shape.dilation,
+            shape.groups,
+            shape.bias,
+            kernel_num=self.options.kernel_num,
+            reduction=self.options.reduction,
+            temperature=self.options.temperature.start,
+        )
+
+
+register_family("dyconv", DyConvOptions, DyConvBuilder)

@@ -1,0 +1,290 @@
+"""ODConv: omni-dimensional dynamic convolution (Li, Zhou & Yao, ICLR 2022).
+
+Semantics follow the authors' code (OSVAI/ODConv). A shared trunk (pool, 1x1 without bias, BN,
+ReLU) feeds four heads, each sharpened by the temperature:
+
+- channel attention ``ca`` (sigmoid, per input channel) multiplies the input features;
+- filter attention ``fa`` (sigmoid, per output channel) multiplies the output; absent for
+  depthwise convs (in == groups == out);
+- spatial attention ``sa`` (sigmoid, per kernel position) multiplies every kernel; absent for 1x1;
+- kernel attention ``ka`` (softmax over the K kernels); absent when K == 1.
+
+``y = conv(x * ca, sum_k ka_k (sa * W_k)) * fa (+ bias)``. Paths: ``assemble`` builds each
+sample's kernel and runs a per-sample conv; ``static_kernel`` (1x1 with K == 1, where the kernel
+is the same for every sample) runs one plain convolution.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.modules.utils import _pair
+
+from kwsearch.nn.cost import PathCost, cheapest
+from kwsearch.nn.factory import ConvSpecError, LayerBuilder, LayerShape, register_family
+from kwsearch.nn.per_sample import grouped_conv, is_pointwise, pointwise_bmm
+from kwsearch.nn.temperature import SOFTMAX_DEFAULT_SCHEDULE, TemperatureControlled, TemperatureSchedule
+
+PATHS = ("assemble", "static_kernel")
+
+# The reference's floor on the trunk width (its ``min_channel``): at reduction 1/16 a 64-channel
+# layer would otherwise get 4 hidden units for four heads.
+MIN_HIDDEN = 16
+
+
+class ODConvOptions(BaseModel):
+    """Options of the ``odconv`` family."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kernel_num: int = Field(default=4, ge=1)
+    reduction: float = Field(default=0.0625, gt=0, le=1)
+    temperature: TemperatureSchedule = SOFTMAX_DEFAULT_SCHEDULE
+
+
+class Attentions(NamedTuple):
+    """The four attentions of one batch; None where the head is absent (it would be all ones)."""
+
+    channel: torch.Tensor  # (B, in)
+    filter: torch.Tensor | None  # (B, out)
+    spatial: torch.Tensor | None  # (B, kh * kw)
+    kernel: torch.Tensor | None  # (B, K)
+
+
+def odconv_costs(
+    batch: int,
+    in_channels: int,
+    out_channels: int,
+    kernel_elems: int,
+    groups: int,
+    kernel_num: int,
+    in_positions: int,
+    out_positions: int,
+) -> dict[str, PathCost]:
+    """Estimated FLOPs and intermediate traffic of each applicable path.
+
+    ``kernel_elems`` is kh * kw; ``in_positions`` / ``out_positions`` are H * W and Ho * Wo.
+    Returns ``{path: cost}``; ``static_kernel`` is present only for 1x1 kernels with K == 1.
+    """
+    kernel = out_channels * (in_channels // groups) * kernel_elems  # elements of one kernel
+    conv = 2.0 * batch * kernel * out_positions
+    # Both paths scale the input by ca (a tensor written and read back) and the output by fa.
+    scaling = batch * (in_channels * in_positions + out_channels * out_positions)
+    scaled_input = 2.0 * batch * in_channels * in_positions
+    # A (B, K) x (K, kernel) product and the spatial scaling; the per-sample kernels are written and read.
+    assembly = 2.0 * batch * kernel_num * kernel + (batch * kernel if kernel_elems > 1 else 0.0)
+    costs = {
+        "assemble": PathCost(
+            flops=conv + scaling + assembly, elements_moved=scaled_input + 2.0 * batch * kernel
+        )
+    }
+    if kernel_elems == 1 and kernel_num == 1:
+        costs["static_kernel"] = PathCost(flops=conv + scaling, elements_moved=scaled_input)
+    return costs
+
+
+def _out_positions(size: torch.Size, layer: ODConv2d) -> int:
+    """Returns Ho * Wo of ``layer`` for an input of spatial ``size``."""
+    positions = 1
+    dims = zip(size, layer.kernel_size, layer.stride, layer.padding, layer.dilation, strict=True)
+    for n, k, s, p, d in dims:
+        positions *= (n + 2 * p - d * (k - 1) - 1) // s + 1
+    return positions
+
+
+class _OmniAttention(nn.Module):
+    """Pooled features -> the four attentions (ODConv's ``Attention`` with Linear for 1x1 conv)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_elems: int,
+        groups: int,
+        kernel_num: int,
+        hidden: int,
+    ) -> None:
+        super().__init__()
+        self.fc = nn.Linear(in_channels, hidden, bias=False)
+        self.bn = nn.BatchNorm1d(hidden)
+        self.channel_fc = nn.Linear(hidden, in_channels)
+        depthwise = in_channels == groups == out_channels
+        self.filter_fc = None if depthwise else nn.Linear(hidden, out_channels)
+        self.spatial_fc = None if kernel_elems == 1 else nn.Linear(hidden, kernel_elems)
+        self.kernel_fc = None if kernel_num == 1 else nn.Linear(hidden, kernel_num)
+
+    def forward(self, pooled: torch.Tensor, temperature: torch.Tensor) -> Attentions:
+        # In training BN normalises over the batch, so like the reference a batch of 1 fails here.
+        h = F.relu(self.bn(self.fc(pooled)))
+
+        def sigmoid_head(fc: nn.Linear | None) -> torch.Tensor | None:
+            return None if fc is None else torch.sigmoid(fc(h) / temperature)
+
+        kernel = None if self.kernel_fc is None else torch.softmax(self.kernel_fc(h) / temperature, dim=1)
+        return Attentions(
+            sigmoid_head(self.channel_fc), sigmoid_head(self.filter_fc), sigmoid_head(self.spatial_fc), kernel
+        )
+
+
+class ODConv2d(TemperatureControlled):
+    """A 2-d ODConv convolution with ``kernel_num`` kernels and four attentions.
+
+    ``path`` forces an execution path (``"assemble"`` or ``"static_kernel"``); None lets the cost
+    model choose on every call.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = False,
+        *,
+        kernel_num: int = 4,
+        reduction: float = 0.0625,
+        temperature: float = SOFTMAX_DEFAULT_SCHEDULE.start,
+    ) -> None:
+        super().__init__(temperature)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}"
+            )
+        if kernel_num < 1:
+            raise ValueError(f"kernel_num must be >= 1, got {kernel_num}")
+        if not 0 < reduction <= 1:
+            raise ValueError(f"reduction must be in (0, 1], got {reduction}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = _pair(kernel_size)
+        self.stride = _pair(stride)
+        self.padding = _pair(padding)
+        self.dilation = _pair(dilation)
+        self.groups = groups
+        self.kernel_num = kernel_num
+        self.path: str | None = None
+        self.weight = nn.Parameter(
+            torch.empty(kernel_num, out_channels, in_channels // groups, *self.kernel_size)
+        )
+        self.bias: nn.Parameter | None
+        self.register_parameter("bias", nn.Parameter(torch.empty(out_channels)) if bias else None)
+        self.attention = _OmniAttention(
+            in_channels,
+            out_channels,
+            self.kernel_size[0] * self.kernel_size[1],
+            groups,
+            kernel_num,
+            max(int(in_channels * reduction), MIN_HIDDEN),
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The reference initialisation: kernels and heads as standalone ReLU layers, BN identity."""
+        for kernel in self.weight.data:
+            nn.init.kaiming_normal_(kernel, mode="fan_out", nonlinearity="relu")
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+        for m in self.attention.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        self.attention.bn.reset_parameters()  # weight 1, bias 0, fresh running statistics
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
+            f"bias={self.bias is not None}, kernel_num={self.kernel_num}"
+        )
+
+    def attentions(self, x: torch.Tensor) -> Attentions:
+        """Returns the four attentions for input ``x`` (B, C, H, W)."""
+        return self.attention(x.mean(dim=(2, 3)), self.temperature)
+
+    def costs(self, x: torch.Tensor) -> dict[str, PathCost]:
+        """Returns the estimated cost of each applicable path for input ``x``."""
+        return odconv_costs(
+            x.shape[0],
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size[0] * self.kernel_size[1],
+            self.groups,
+            self.kernel_num,
+            x.shape[2] * x.shape[3],
+            _out_positions(x.shape[2:], self),
+        )
+
+    def select_path(self, x: torch.Tensor) -> str:
+        """Returns the forced ``path``, or the cheapest one for ``x``. Raises ValueError for an
+        unknown forced path, or ``static_kernel`` on a layer whose kernel varies per sample."""
+        if self.path is None:
+            return cheapest(self.costs(x), x.device)
+        if self.path not in PATHS:
+            raise ValueError(f"ODConv2d.path must be one of {PATHS} or None, got {self.path!r}")
+        if self.path == "static_kernel" and (self.kernel_size != (1, 1) or self.kernel_num != 1):
+            raise ValueError("ODConv2d.path 'static_kernel' needs a 1x1 kernel and kernel_num == 1")
+        return self.path
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        att = self.attentions(x)
+        path = self.select_path(x)
+        batch = x.shape[0]
+        x = x * att.channel.view(batch, -1, 1, 1)
+        if path == "static_kernel":
+            y = F.conv2d(x, self.weight[0], None, self.stride, self.padding, self.dilation, self.groups)
+        else:
+            y = self._assemble(x, att)
+        if att.filter is not None:
+            y = y * att.filter.view(batch, -1, 1, 1)
+        if self.bias is not None:
+            y = y + self.bias.view(1, -1, 1, 1)
+        return y
+
+    def _assemble(self, x: torch.Tensor, att: Attentions) -> torch.Tensor:
+        batch = x.shape[0]
+        shape = self.weight.shape[1:]
+        if att.kernel is None:
+            kernels = self.weight.expand(batch, *shape)  # K == 1: every sample starts from W_0
+        else:
+            kernels = torch.mm(att.kernel, self.weight.flatten(1)).view(batch, *shape)
+        if att.spatial is not None:
+            # sa is per sample, not per kernel, so it factors out of the sum over k:
+            # sum_k ka_k (sa * W_k) = sa * sum_k ka_k W_k, one K-fold smaller product.
+            kernels = kernels * att.spatial.view(batch, 1, 1, *self.kernel_size)
+        if is_pointwise(self.kernel_size, self.padding, self.groups):
+            return pointwise_bmm(x, kernels, None, self.stride)
+        return grouped_conv(x, kernels, None, self.stride, self.padding, self.dilation, self.groups)
+
+
+class ODConvBuilder(LayerBuilder):
+    options: ODConvOptions
+
+    def build(self, shape: LayerShape, name: str) -> nn.Module:
+        """Returns an :class:`ODConv2d` for ``shape``. Raises ConvSpecError for linear or non-2-d layers."""
+        if shape.linear or shape.dims != 2:
+            kind = "a linear layer" if shape.linear else f"a {shape.dims}-d convolution"
+            raise ConvSpecError(f"conv.family: odconv builds 2-d convolutions only; layer {name!r} is {kind}")
+        return ODConv2d(
+            shape.in_channels,
+            shape.out_channels,
+            shape.kernel_size,
+            shape.stride,
+            shape.padding,
+            shape.dilation,
+            shape.groups,
+            shape.bias,
+            kernel_num=self.options.kernel_num,
+            reduction=self.options.reduction,
+            temperature=self.options.temperature.start,
+        )
+
+
+register_family("odconv", ODConvOptions, ODConvBuilder)
