@@ -4,6 +4,7 @@ Importing this package registers every family with the conv factory.
 """
 
 from kwsearch.nn import static  # noqa: F401  (registers the family)
+from kwsearch.nn.dyconv import DyConv2d, DyConvOptions
 from kwsearch.nn.factory import ConvFactory, ConvSpecError, LayerShape, conv_shape, family_names, parse_spec
 from kwsearch.nn.kernel_warehouse import (
     KWConv1d,
@@ -15,6 +16,7 @@ from kwsearch.nn.kernel_warehouse import (
     WarehouseManager,
     warehouse_managers,
 )
+from kwsearch.nn.odconv import ODConv2d, ODConvOptions
 from kwsearch.nn.temperature import (
     KW_DEFAULT_SCHEDULE,
     SOFTMAX_DEFAULT_SCHEDULE,
@@ -29,6 +31,8 @@ __all__ = [
     "SOFTMAX_DEFAULT_SCHEDULE",
     "ConvFactory",
     "ConvSpecError",
+    "DyConv2d",
+    "DyConvOptions",
     "KWConv1d",
     "KWConv2d",
     "KWConv3d",
@@ -36,6 +40,8 @@ __all__ = [
     "KWLinear",
     "KWOptions",
     "LayerShape",
+    "ODConv2d",
+    "ODConvOptions",
     "TemperatureControlled",
     "TemperatureSchedule",
     "WarehouseManager",

@@ -12,6 +12,8 @@ run it, chosen per call by :func:`kwsearch.nn.cost.cheapest`:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
@@ -20,7 +22,7 @@ from torch.nn.modules.utils import _pair
 
 from kwsearch.nn.cost import PathCost, cheapest
 from kwsearch.nn.factory import ConvSpecError, LayerBuilder, LayerShape, register_family
-from kwsearch.nn.per_sample import grouped_conv, is_pointwise, pointwise_bmm
+from kwsearch.nn.per_sample import grouped_conv, is_pointwise, output_size, pointwise_bmm
 from kwsearch.nn.temperature import SOFTMAX_DEFAULT_SCHEDULE, TemperatureControlled, TemperatureSchedule
 
 PATHS = ("assemble", "bank")
@@ -68,15 +70,6 @@ def dyconv_costs(
             flops=kernel_num * conv + 2.0 * bank_outputs, elements_moved=2.0 * bank_outputs + bank_copy
         ),
     }
-
-
-def _out_positions(size: torch.Size, layer: DyConv2d) -> int:
-    """Returns Ho * Wo of ``layer`` for an input of spatial ``size``."""
-    positions = 1
-    dims = zip(size, layer.kernel_size, layer.stride, layer.padding, layer.dilation, strict=True)
-    for n, k, s, p, d in dims:
-        positions *= (n + 2 * p - d * (k - 1) - 1) // s + 1
-    return positions
 
 
 class _KernelAttention(nn.Module):
@@ -171,7 +164,7 @@ class DyConv2d(TemperatureControlled):
             self.kernel_size[0] * self.kernel_size[1],
             self.groups,
             self.kernel_num,
-            _out_positions(x.shape[2:], self),
+            math.prod(output_size(x.shape[2:], self.kernel_size, self.stride, self.padding, self.dilation)),
         )
 
     def select_path(self, x: torch.Tensor) -> str:
@@ -201,16 +194,13 @@ class DyConv2d(TemperatureControlled):
         k, out, groups = self.kernel_num, self.out_channels, self.groups
         # A grouped conv feeds output block i from input group i only, so each group's block
         # must hold that group's output channels of all K kernels: order (group, kernel, channel).
-        bank = self.weight.view(k, groups, out // groups, *self.weight.shape[2:]).transpose(0, 1)
-        y = F.conv2d(
-            x,
-            bank.reshape(-1, *self.weight.shape[2:]),
-            None,
-            self.stride,
-            self.padding,
-            self.dilation,
-            groups,
+        kernel_shape = self.weight.shape[2:]
+        bank = (
+            self.weight.view(k, groups, out // groups, *kernel_shape)
+            .transpose(0, 1)
+            .reshape(-1, *kernel_shape)
         )
+        y = F.conv2d(x, bank, None, self.stride, self.padding, self.dilation, groups)
         batch, _, height, width = y.shape
         y = y.view(batch, groups, k, out // groups, height, width)
         y = torch.einsum("bgkohw,bk->bgohw", y, pi).reshape(batch, out, height, width)

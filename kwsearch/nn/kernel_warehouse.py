@@ -32,7 +32,7 @@ from torch import nn
 from kwsearch.nn.cost import PathCost, cheapest
 from kwsearch.nn.factory import ConvSpecError, LayerBuilder, LayerShape, register_family
 from kwsearch.nn.kw_attention import KWAttention
-from kwsearch.nn.per_sample import grouped_conv, is_pointwise, pointwise_bmm
+from kwsearch.nn.per_sample import grouped_conv, is_pointwise, output_size, pointwise_bmm
 from kwsearch.nn.temperature import KW_DEFAULT_SCHEDULE, TemperatureControlled, TemperatureSchedule
 from kwsearch.nn.warehouse import (
     ReservedLayer,
@@ -166,12 +166,7 @@ class KWConvNd(TemperatureControlled):
 
     def _output_size(self, x: torch.Tensor) -> tuple[int, ...]:
         s = self.shape
-        return tuple(
-            (size + 2 * p - d * (k - 1) - 1) // st + 1
-            for size, p, d, k, st in zip(
-                x.shape[2:], s.padding, s.dilation, s.kernel_size, s.stride, strict=True
-            )
-        )
+        return output_size(x.shape[2:], s.kernel_size, s.stride, s.padding, s.dilation)
 
     def path_costs(self, x: torch.Tensor) -> dict[str, PathCost]:
         """Estimated cost of each path that applies to input ``x`` (FLOPs, elements moved)."""

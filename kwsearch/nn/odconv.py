@@ -16,6 +16,7 @@ is the same for every sample) runs one plain convolution.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -26,7 +27,7 @@ from torch.nn.modules.utils import _pair
 
 from kwsearch.nn.cost import PathCost, cheapest
 from kwsearch.nn.factory import ConvSpecError, LayerBuilder, LayerShape, register_family
-from kwsearch.nn.per_sample import grouped_conv, is_pointwise, pointwise_bmm
+from kwsearch.nn.per_sample import grouped_conv, is_pointwise, output_size, pointwise_bmm
 from kwsearch.nn.temperature import SOFTMAX_DEFAULT_SCHEDULE, TemperatureControlled, TemperatureSchedule
 
 PATHS = ("assemble", "static_kernel")
@@ -85,15 +86,6 @@ def odconv_costs(
     if kernel_elems == 1 and kernel_num == 1:
         costs["static_kernel"] = PathCost(flops=conv + scaling, elements_moved=scaled_input)
     return costs
-
-
-def _out_positions(size: torch.Size, layer: ODConv2d) -> int:
-    """Returns Ho * Wo of ``layer`` for an input of spatial ``size``."""
-    positions = 1
-    dims = zip(size, layer.kernel_size, layer.stride, layer.padding, layer.dilation, strict=True)
-    for n, k, s, p, d in dims:
-        positions *= (n + 2 * p - d * (k - 1) - 1) // s + 1
-    return positions
 
 
 class _OmniAttention(nn.Module):
@@ -219,7 +211,7 @@ class ODConv2d(TemperatureControlled):
             self.groups,
             self.kernel_num,
             x.shape[2] * x.shape[3],
-            _out_positions(x.shape[2:], self),
+            math.prod(output_size(x.shape[2:], self.kernel_size, self.stride, self.padding, self.dilation)),
         )
 
     def select_path(self, x: torch.Tensor) -> str:

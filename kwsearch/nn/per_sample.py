@@ -15,6 +15,20 @@ import torch.nn.functional as F
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
+def output_size(
+    spatial: Sequence[int],
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+) -> tuple[int, ...]:
+    """Spatial size of a convolution's output for an input of spatial size ``spatial``."""
+    return tuple(
+        (n + 2 * p - d * (k - 1) - 1) // s + 1
+        for n, k, s, p, d in zip(spatial, kernel_size, stride, padding, dilation, strict=True)
+    )
+
+
 def is_pointwise(kernel_size: Sequence[int], padding: Sequence[int], groups: int) -> bool:
     """True when a convolution is a per-position matrix multiply (1x1, unpadded, ungrouped)."""
     return all(k == 1 for k in kernel_size) and all(p == 0 for p in padding) and groups == 1

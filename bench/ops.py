@@ -1,0 +1,155 @@
+"""Speed of each conv family relative to static conv: ResNet18-shaped layers and whole train steps.
+
+    .venv/bin/python bench/ops.py                     # CPU, batch 32 and 128, 112x112 input
+    .venv/bin/python bench/ops.py --device cuda       # GPU: bf16 autocast and channels_last
+
+Every figure is a ratio to the static conv measured in the same run (machines are shared and
+noisy; absolute times are printed for context only). ``kw1x-ref`` is KernelWarehouse 1x forced onto
+the reference implementation's algorithm (assemble a kernel per sample, one grouped convolution);
+``kw1x`` lets each layer choose its path by the cost model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kwsearch.models import get_backbone
+from kwsearch.nn import ConvFactory, KWConvNd
+
+KW1X = {"family": "kw", "reduction": 0.0625, "cell_num_ratio": 1, "sharing_range": "layer_conv"}
+FAMILIES = {
+    "static": {"family": "static"},
+    "dyconv": {"family": "dyconv", "kernel_num": 4},
+    "odconv": {"family": "odconv", "kernel_num": 4},
+    "kw1x": KW1X,
+    "kw1x-ref": KW1X,
+}
+# ResNet18 3x3 convs at a 112x112 input: (channels, feature map side) per stage.
+LAYERS = [(64, 28), (128, 14), (256, 7), (512, 4)]
+STAGE_DEPTH = 6  # convs sharing one warehouse in a ResNet18 stage with handover (sets n)
+
+
+def _force_reference_path(model: nn.Module, family: str) -> nn.Module:
+    if family == "kw1x-ref":
+        for m in model.modules():
+            if isinstance(m, KWConvNd):
+                m.path = "grouped_conv"
+    return model
+
+
+def _timed(step: Callable[[], None], device: torch.device, reps: int, warmup: int = 2) -> float:
+    """Median seconds of ``step`` over ``reps`` runs."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(reps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _prepare(model: nn.Module, x: torch.Tensor, device: torch.device) -> tuple[nn.Module, torch.Tensor]:
+    model = model.to(device).train()
+    x = x.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    return model, x
+
+
+def _autocast(device: torch.device):
+    return (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.type == "cuda"
+        else torch.autocast("cpu", enabled=False)
+    )
+
+
+def layer_step_time(
+    family: str, channels: int, side: int, batch: int, device: torch.device, reps: int
+) -> float:
+    """Forward + backward of one 3x3 conv whose warehouse is shared with a stage's other convs."""
+    spec = FAMILIES[family]
+    factory = ConvFactory({**spec, "sharing_range": ["layer"]} if spec["family"] == "kw" else spec)
+    stage = nn.Sequential(
+        *(factory.conv(channels, channels, 3, padding=1, name=f"s_layer{i}") for i in range(STAGE_DEPTH))
+    )
+    factory.finalize(stage)
+    model, x = _prepare(
+        _force_reference_path(stage, family), torch.randn(batch, channels, side, side), device
+    )
+    layer = model[0]
+
+    def step() -> None:
+        with _autocast(device):
+            out = layer(x)
+        out.float().square().mean().backward()
+
+    return _timed(step, device, reps)
+
+
+def network_step_time(family: str, batch: int, size: int, device: torch.device, reps: int) -> float:
+    """One SGD train step of ResNet18 (ImageNet stem, 1000 classes) at ``size`` x ``size``."""
+    net = _force_reference_path(get_backbone("resnet18")(FAMILIES[family]), family)
+    model, x = _prepare(net, torch.randn(batch, 3, size, size), device)
+    target = torch.randint(0, 1000, (batch,), device=device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with _autocast(device):
+            loss = F.cross_entropy(model(x), target)
+        loss.backward()
+        optimizer.step()
+
+    return _timed(step, device, reps)
+
+
+def _row(label: str, times: dict[str, float]) -> str:
+    base = times["static"]
+    cells = "".join(f" {times[f] / base:>8.2f}x" for f in times)
+    return f"{label:<28}{cells}   (static {base * 1e3:.1f} ms)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batches", type=int, nargs="+", default=[32, 128])
+    parser.add_argument("--size", type=int, default=112, help="input side for the whole-network steps")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
+    parser.add_argument("--skip-layers", action="store_true")
+    parser.add_argument("--skip-network", action="store_true")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    families = ["static", *(f for f in args.families if f != "static")]
+    torch.manual_seed(0)
+    where = torch.cuda.get_device_name() if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"device {device} ({where}), torch {torch.__version__}; time relative to static conv")
+    print(f"{'':<28}" + "".join(f" {f:>9}" for f in families))
+    for batch in args.batches:
+        if not args.skip_layers:
+            for channels, side in LAYERS:
+                times = {f: layer_step_time(f, channels, side, batch, device, args.reps) for f in families}
+                print(_row(f"layer {channels}x{side}x{side} b{batch}", times), flush=True)
+        if not args.skip_network:
+            times = {f: network_step_time(f, batch, args.size, device, args.reps) for f in families}
+            print(_row(f"resnet18 step {args.size}px b{batch}", times), flush=True)
+
+
+if __name__ == "__main__":
+    main()
