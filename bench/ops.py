@@ -117,6 +117,15 @@ def network_step_time(family: str, batch: int, size: int, device: torch.device, 
     return _timed(step, device, reps)
 
 
+def machine_balance(device: torch.device) -> tuple[float, float]:
+    """GEMM FLOP/s and strided-copy bytes/s on ``device``: the two rates the cost model weighs."""
+    a, b = torch.randn(2048, 2048, device=device), torch.randn(2048, 2048, device=device)
+    x = torch.randn(32, 9, 512, 512, device=device)
+    gemm = 2 * 2048**3 / _timed(lambda: a @ b, device, reps=5)
+    copy = 2 * 4 * x.numel() / _timed(lambda: x.permute(0, 2, 3, 1).contiguous(), device, reps=5)
+    return gemm, copy
+
+
 def _row(label: str, times: dict[str, float]) -> str:
     base = times["static"]
     cells = "".join(f" {times[f] / base:>8.2f}x" for f in times)
@@ -134,12 +143,21 @@ def main() -> None:
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     parser.add_argument("--skip-layers", action="store_true")
     parser.add_argument("--skip-network", action="store_true")
+    parser.add_argument(
+        "--balance", action="store_true", help="only measure the cost model's machine balance"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     families = ["static", *(f for f in args.families if f != "static")]
     torch.manual_seed(0)
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"{torch.get_num_threads()} threads"
-    print(f"device {device} ({where}), torch {torch.__version__}; time relative to static conv")
+    gemm, copy = machine_balance(device)
+    print(f"device {device} ({where}), torch {torch.__version__}")
+    rates = f"GEMM {gemm / 1e9:.0f} GFLOP/s, strided copy {copy / 1e9:.1f} GB/s"
+    print(f"{rates}: balance {gemm / copy:.0f} FLOP/byte")
+    if args.balance:
+        return
+    print("time of a forward + backward (layers) or train step (network), relative to static conv")
     print(f"{'':<28}" + "".join(f" {f:>9}" for f in families))
     for batch in args.batches:
         if not args.skip_layers:

@@ -347,7 +347,7 @@ def test_temperature_one_assembles_exactly_the_assigned_cells(ratio):
         assert torch.equal(block[0], expected.double()) and torch.equal(block[1], expected.double())
 
 
-@pytest.mark.parametrize("path", ["grouped_conv", "cell_conv", "batched_matmul"])
+@pytest.mark.parametrize("path", ["grouped_conv", "cell_conv", "input_mixing", "batched_matmul"])
 def test_gradients_pass_gradcheck(path):
     kernel = 1 if path == "batched_matmul" else 3
     net = randomize_(
@@ -383,6 +383,17 @@ def test_cell_conv_is_chosen_when_assembly_outweighs_the_convolution():
     many_positions = torch.zeros(8, 64, 34, 34)
     assert cheapest(layer.path_costs(one_position), cpu) == "cell_conv"
     assert cheapest(layer.path_costs(many_positions), cpu) == "grouped_conv"
+
+
+def test_input_mixing_is_chosen_for_wide_cells_on_small_maps():
+    # A ResNet18 stage-4 shape: 512x512 cells, n = 54; relative to the convolution input_mixing
+    # costs n / 512 + n / 9 and never writes the 32 per-sample 512x512x3x3 kernels.
+    layers = [(f"a_layer{i}", "conv", (512, 512, 3), {"padding": 1}) for i in range(6)]
+    with torch.device("meta"):
+        layer = Stack(kw(sharing_range=["layer"]), layers).layers[0]
+    cpu = torch.device("cpu")
+    assert cheapest(layer.path_costs(torch.zeros(32, 512, 4, 4, device="meta")), cpu) == "input_mixing"
+    assert cheapest(layer.path_costs(torch.zeros(32, 512, 28, 28, device="meta")), cpu) == "grouped_conv"
 
 
 # -- bad options ---------------------------------------------------------------------------------

@@ -15,7 +15,12 @@ compute the output; the cheapest for the input at hand is chosen from FLOP and e
 - ``grouped_conv``: assemble every sample's kernel, then one convolution grouped over the batch;
 - ``batched_matmul``: the same kernels, applied as a batched matrix multiply (1x1 and linear);
 - ``cell_conv``: convolve once with the cells themselves, then mix the outputs by the attention;
-  no per-sample kernel exists, which pays when ``n`` exceeds the number of output positions.
+- ``input_mixing``: mix the unfolded input by the attention, then one matrix multiply with the
+  cells shared by the whole batch (``y_b = sum_n C_n (sum alpha_b X_b)``).
+
+The last two never form a per-sample kernel, which pays when the warehouse outnumbers the output
+positions (late stages, small inputs): assembly costs ``n / positions`` times the convolution,
+cell_conv ``n / out_groups + n / cell_in``, input_mixing ``n / cell_out + n / (in_groups * k)``.
 """
 
 from __future__ import annotations
@@ -158,10 +163,32 @@ class KWConvNd(TemperatureControlled):
         y = torch.einsum("bsogn,bgsncl->bocl", weights, responses)
         return y.reshape(batch, s.out_channels, *self._output_size(x))
 
+    def _input_mixing(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        # y_b = sum_n C_n (sum over in-groups and kernel positions of alpha_b * X_b): the attention
+        # mixes the unfolded input, then one GEMM with the cells serves the whole batch.
+        s, m = self.shape, self.mixtures
+        cells = self.cells
+        num_cells, cell_out = cells.shape[0], cells.shape[1]
+        batch = x.shape[0]
+        columns = F.unfold(x, s.kernel_size, s.dilation, s.padding, s.stride)  # (B, in * kh * kw, L)
+        positions = columns.shape[-1]
+        if m.spatial > 1:  # 1x1 cells: mix over (in-group, kernel position), keep cell_in
+            columns = columns.view(batch, m.in_groups, -1, m.spatial, positions).transpose(2, 3)
+        else:  # full-kernel cells: mix over in-groups, keep (cell_in, kh, kw)
+            columns = columns.view(batch, m.in_groups, 1, -1, positions)
+        weights = alpha.view(batch, m.spatial, m.out_groups, m.in_groups, num_cells)
+        mixed = torch.einsum("bsogn,bgscl->nbocl", weights, columns)  # (n, B, out_groups, P, L)
+        contraction = mixed.shape[3]
+        mixed = mixed.permute(0, 3, 1, 2, 4).reshape(num_cells * contraction, -1)
+        cells_by_out = cells.reshape(num_cells, cell_out, contraction).transpose(0, 1).reshape(cell_out, -1)
+        y = (cells_by_out @ mixed).view(cell_out, batch, m.out_groups, positions)
+        return y.permute(1, 2, 0, 3).reshape(batch, s.out_channels, *self._output_size(x))
+
     _PATHS: ClassVar[dict[str, Callable]] = {
         "grouped_conv": _grouped_conv,
         "batched_matmul": _batched_matmul,
         "cell_conv": _cell_conv,
+        "input_mixing": _input_mixing,
     }
 
     def _output_size(self, x: torch.Tensor) -> tuple[int, ...]:
@@ -190,6 +217,11 @@ class KWConvNd(TemperatureControlled):
                 flops=2.0 * response_elements * (cell_numel // cell_out)
                 + 2.0 * response_elements * m.out_groups,
                 elements_moved=2.0 * response_elements + 2.0 * batch * unfolded_rows * positions,
+            )
+            mixed_elements = batch * m.out_groups * n * (cell_numel // cell_out) * positions
+            costs["input_mixing"] = PathCost(
+                flops=2.0 * mixed_elements * m.in_groups * m.spatial + 2.0 * mixed_elements * cell_out,
+                elements_moved=4.0 * mixed_elements + 2.0 * batch * unfolded_rows * positions,
             )
         return costs
 
