@@ -33,16 +33,18 @@ CASES = {
 }
 
 
-def _static_kernel_applies(case: str) -> bool:
-    _, _, k, *_, kernel_num = CASES[case]
-    return k == 1 and kernel_num == 1
+def _path_applies(case: str, path: str | None) -> bool:
+    _, _, k, _, _, _, groups, _, kernel_num = CASES[case]
+    if path == "static_kernel":
+        return k == 1 and kernel_num == 1
+    return path != "bank" or groups == 1
 
 
 PATH_CASES = [
     pytest.param(case, path, id=f"{case}-{path or 'auto'}")
     for case in CASES
     for path in (None, *PATHS)
-    if path != "static_kernel" or _static_kernel_applies(case)
+    if _path_applies(case, path)
 ]
 
 
@@ -193,9 +195,17 @@ def test_cost_model_picks_static_kernel_where_it_applies():
     pointwise = odconv_costs(kernel_elems=1, kernel_num=1, out_positions=196, **shape)
     assert pointwise["static_kernel"].flops < pointwise["assemble"].flops
     assert pointwise["static_kernel"].elements_moved < pointwise["assemble"].elements_moved
-    # A 3x3 or a multi-kernel layer has a per-sample kernel: assemble is the only exact path.
-    assert list(odconv_costs(kernel_elems=9, kernel_num=1, out_positions=196, **shape)) == ["assemble"]
-    assert list(odconv_costs(kernel_elems=1, kernel_num=4, out_positions=196, **shape)) == ["assemble"]
+    # A 3x3 or a multi-kernel layer has a per-sample kernel: static_kernel does not apply.
+    assert list(odconv_costs(kernel_elems=9, kernel_num=1, out_positions=196, **shape)) == [
+        "assemble",
+        "bank",
+    ]
+    assert list(odconv_costs(kernel_elems=1, kernel_num=4, out_positions=196, **shape)) == [
+        "assemble",
+        "bank",
+    ]
+    grouped = {**shape, "groups": 2}
+    assert list(odconv_costs(kernel_elems=9, kernel_num=4, out_positions=196, **grouped)) == ["assemble"]
     for device in (torch.device("cpu"), torch.device("cuda")):
         assert cheapest(pointwise, device) == "static_kernel"
 
@@ -209,13 +219,27 @@ def test_path_selection_and_forcing():
     layer.path = "static_kernel"
     with pytest.raises(ValueError, match="1x1"):
         layer(x)
-    layer.path = "bank"
+    grouped = ODConv2d(6, 8, 3, groups=2)
+    grouped.path = "bank"
     with pytest.raises(ValueError, match="bank"):
+        grouped(x)
+    layer.path = "pathless"
+    with pytest.raises(ValueError, match="pathless"):
         layer(x)
 
 
+def test_bank_is_chosen_where_per_sample_kernels_outweigh_the_activations():
+    # ResNet18 stage 4 at 112 px: 32 per-sample 512x512x3x3 kernels vs 4x4 maps.
+    shape = {"batch": 32, "in_channels": 512, "out_channels": 512, "groups": 1, "kernel_elems": 9}
+    small = odconv_costs(kernel_num=4, in_positions=16, out_positions=16, **shape)
+    large = odconv_costs(kernel_num=4, in_positions=3136, out_positions=3136, **shape)
+    assert cheapest(small, torch.device("cpu")) == "bank"
+    assert cheapest(large, torch.device("cpu")) == "assemble"
+
+
 @pytest.mark.parametrize(
-    ("case", "path"), [("3x3-stride2-dilation2-groups2", "assemble"), ("1x1-K1", "static_kernel")]
+    ("case", "path"),
+    [("3x3-stride2-dilation2-groups2", "assemble"), ("7x7-stride2", "bank"), ("1x1-K1", "static_kernel")],
 )
 def test_channels_last_matches_contiguous(case, path):
     layer = _layer(case).eval()

@@ -10,8 +10,10 @@ ReLU) feeds four heads, each sharpened by the temperature:
 - kernel attention ``ka`` (softmax over the K kernels); absent when K == 1.
 
 ``y = conv(x * ca, sum_k ka_k (sa * W_k)) * fa (+ bias)``. Paths: ``assemble`` builds each
-sample's kernel and runs a per-sample conv; ``static_kernel`` (1x1 with K == 1, where the kernel
-is the same for every sample) runs one plain convolution.
+sample's kernel and runs a per-sample conv; ``bank`` (ungrouped) scales the unfolded input by
+``sa``, applies all K kernels in one GEMM shared by the batch and mixes the K outputs by ``ka``;
+``static_kernel`` (1x1 with K == 1, where the kernel is the same for every sample) runs one plain
+convolution.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from kwsearch.nn.factory import ConvSpecError, LayerBuilder, LayerShape, registe
 from kwsearch.nn.per_sample import grouped_conv, is_pointwise, output_size, pointwise_bmm
 from kwsearch.nn.temperature import SOFTMAX_DEFAULT_SCHEDULE, TemperatureControlled, TemperatureSchedule
 
-PATHS = ("assemble", "static_kernel")
+PATHS = ("assemble", "bank", "static_kernel")
 
 # The reference's floor on the trunk width (its ``min_channel``): at reduction 1/16 a 64-channel
 # layer would otherwise get 4 hidden units for four heads.
@@ -83,6 +85,15 @@ def odconv_costs(
             flops=conv + scaling + assembly, elements_moved=scaled_input + 2.0 * batch * kernel
         )
     }
+    if groups == 1:
+        # Unfold the scaled input, scale it by sa per kernel position, then one GEMM with all K
+        # kernels shared by the batch and a K-term mix: K x the conv, no per-sample kernel.
+        columns = batch * in_channels * kernel_elems * out_positions
+        outputs = batch * kernel_num * out_channels * out_positions
+        costs["bank"] = PathCost(
+            flops=kernel_num * conv + scaling + columns + 2.0 * outputs,
+            elements_moved=scaled_input + 4.0 * columns + 2.0 * outputs,
+        )
     if kernel_elems == 1 and kernel_num == 1:
         costs["static_kernel"] = PathCost(flops=conv + scaling, elements_moved=scaled_input)
     return costs
@@ -223,6 +234,8 @@ class ODConv2d(TemperatureControlled):
             raise ValueError(f"ODConv2d.path must be one of {PATHS} or None, got {self.path!r}")
         if self.path == "static_kernel" and (self.kernel_size != (1, 1) or self.kernel_num != 1):
             raise ValueError("ODConv2d.path 'static_kernel' needs a 1x1 kernel and kernel_num == 1")
+        if self.path == "bank" and self.groups != 1:
+            raise ValueError("ODConv2d.path 'bank' needs groups == 1")
         return self.path
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -232,6 +245,8 @@ class ODConv2d(TemperatureControlled):
         x = x * att.channel.view(batch, -1, 1, 1)
         if path == "static_kernel":
             y = F.conv2d(x, self.weight[0], None, self.stride, self.padding, self.dilation, self.groups)
+        elif path == "bank":
+            y = self._bank(x, att)
         else:
             y = self._assemble(x, att)
         if att.filter is not None:
@@ -239,6 +254,22 @@ class ODConv2d(TemperatureControlled):
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)
         return y
+
+    def _bank(self, x: torch.Tensor, att: Attentions) -> torch.Tensor:
+        # sa depends on the sample and the kernel position only, so it can scale the unfolded
+        # input instead of every kernel; the K kernels are then shared by the whole batch.
+        batch = x.shape[0]
+        columns = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (B, in*k*k, L)
+        positions = columns.shape[-1]
+        if att.spatial is not None:
+            columns = (
+                columns.view(batch, self.in_channels, -1, positions) * att.spatial.view(batch, 1, -1, 1)
+            ).view(batch, -1, positions)
+        bank = self.weight.reshape(self.kernel_num * self.out_channels, -1)
+        y = (columns.transpose(1, 2) @ bank.t()).view(batch, positions, self.kernel_num, self.out_channels)
+        y = y[:, :, 0].transpose(1, 2) if att.kernel is None else torch.einsum("blko,bk->bol", y, att.kernel)
+        spatial = output_size(x.shape[2:], self.kernel_size, self.stride, self.padding, self.dilation)
+        return y.reshape(batch, self.out_channels, *spatial)
 
     def _assemble(self, x: torch.Tensor, att: Attentions) -> torch.Tensor:
         batch = x.shape[0]
