@@ -14,10 +14,13 @@ QUARTER_CELLS = {"cell_inplane_ratio": 0.5, "cell_outplane_ratio": 0.5}
 # (backbone, conv spec, published millions of parameters); spec = the reference's config files
 PUBLISHED = [
     ("resnet18", {"family": "static"}, 11.69),
+    ("resnet18", {**KW, "cell_num_ratio": 0.25, **QUARTER_CELLS}, 4.03),  # the reference code's count
     ("resnet18", {**KW, "cell_num_ratio": 0.5, **QUARTER_CELLS}, 7.43),
     ("resnet18", {**KW, "cell_num_ratio": 1}, 11.93),
     ("resnet18", {**KW, "cell_num_ratio": 2}, 23.24),
     ("resnet18", {**KW, "cell_num_ratio": 4}, 45.86),
+    ("resnet18", {"family": "odconv", "kernel_num": 1}, 11.94),
+    ("resnet18", {"family": "odconv", "kernel_num": 4}, 44.90),
     ("resnet50", {"family": "static"}, 25.56),
     ("resnet50", {**KW, "cell_num_ratio": 0.5, **QUARTER_CELLS, "nonlocal_basis_ratio": 0.0625}, 17.64),
     ("resnet50", {**KW, "cell_num_ratio": 1}, 28.05),

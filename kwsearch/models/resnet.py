@@ -3,7 +3,8 @@
 Layer names follow ``stage{s}_layer{l}_conv{c}`` so ``sharing_range`` groups them into warehouses
 exactly as in the paper's code. The reference's *warehouse handover* is kept: the first block of
 each stage draws its first conv (and the stride-2 shortcut) from the previous stage's warehouse.
-The stem and the classifier stay static; a shortcut with stride 1 is a plain conv, as there.
+The stem and the classifier stay static; shortcuts are dynamic only for KernelWarehouse and only
+with stride 2, as in the references (ODConv's keeps every shortcut static).
 The ``*_cifar`` variants use a 3x3 stride-1 stem without max-pool for 32x32 and 28x28 inputs.
 """
 
@@ -126,7 +127,9 @@ class ResNet(nn.Module):
                     1,
                     stride,
                     name=f"stage{stage - 1}_layer{self._layer_index + 1}_conv0",
-                    dynamic=stride != 1,
+                    # The KW reference draws stride-2 shortcuts from the previous stage's
+                    # warehouse; per-layer families (the ODConv reference) keep shortcuts static.
+                    dynamic=stride != 1 and factory.shares_across_layers,
                 ),
                 nn.BatchNorm2d(planes * block.expansion),
             )

@@ -116,15 +116,19 @@ class Family:
     name: str
     options: type[BaseModel]
     builder: Callable[[BaseModel], LayerBuilder]
+    shares_across_layers: bool = False  # layers draw on common parameters (KernelWarehouse)
 
 
 _FAMILIES: dict[str, Family] = {}
 
 
 def register_family(
-    name: str, options: type[BaseModel], builder: Callable[[BaseModel], LayerBuilder]
+    name: str,
+    options: type[BaseModel],
+    builder: Callable[[BaseModel], LayerBuilder],
+    shares_across_layers: bool = False,
 ) -> None:
-    _FAMILIES[name] = Family(name, options, builder)
+    _FAMILIES[name] = Family(name, options, builder, shares_across_layers)
 
 
 def family_names() -> list[str]:
@@ -154,6 +158,12 @@ class ConvFactory:
         self.family, self.options = parse_spec(spec)
         self._builder = self.family.builder(self.options)
         self._finalized = False
+
+    @property
+    def shares_across_layers(self) -> bool:
+        """True for families whose layers share parameters (warehouses); backbones follow the
+        references in making more layers dynamic for them (KernelWarehouse's stride-2 shortcuts)."""
+        return self.family.shares_across_layers
 
     @property
     def temperature(self) -> TemperatureSchedule | None:

@@ -369,4 +369,4 @@ class KWBuilder(LayerBuilder):
         self.manager.allocate(model)
 
 
-register_family("kw", KWOptions, KWBuilder)
+register_family("kw", KWOptions, KWBuilder, shares_across_layers=True)
