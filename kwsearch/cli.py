@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+from pathlib import Path
 
 import typer
 
@@ -57,6 +58,49 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Print one JSON ob
         return
     for key, value in facts.items():
         typer.echo(f"{key:>14}: {value}")
+
+
+def _bad_input(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code=2)
+
+
+@app.command()
+def inspect(
+    model_yaml: Path = typer.Argument(..., help="A model config (YAML)."),
+    input_size: tuple[int, int] | None = typer.Option(
+        None, "--input-size", help="Input height and width (default: the config's input_size)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Build a model on the meta device and print its parameters, MACs and warehouse plan."""
+    import torch
+
+    from kwsearch.models import ModelConfigError, account, build_model, load_model_config
+
+    try:
+        config = load_model_config(model_yaml)
+        if input_size is not None and min(input_size) < 1:
+            raise ModelConfigError(f"--input-size: both sides must be >= 1, got {input_size}")
+        with torch.device("meta"):
+            model = build_model(config, model_yaml)
+    except ModelConfigError as error:
+        raise _bad_input(str(error)) from None
+    height, width = input_size or config.input_size
+    report = account(model, (config.in_chans, height, width))
+    if as_json:
+        typer.echo(json.dumps({"model": str(model_yaml), "backbone": config.backbone, **report.as_dict()}))
+        return
+    typer.echo(f"{model_yaml}: {config.backbone}, conv family {config.conv.get('family', 'static')}")
+    typer.echo(f"  parameters  {report.params:>14,}")
+    typer.echo(f"    static    {report.static_params:>14,}")
+    typer.echo(f"    kernels   {report.kernel_params:>14,}   (warehouse cells / kernel banks)")
+    typer.echo(f"    attention {report.attention_params:>14,}")
+    typer.echo(f"  MACs        {report.macs:>14,}   at {config.in_chans}x{height}x{width}")
+    for w in report.warehouses:
+        shape = "x".join(str(d) for d in w.cell_shape)
+        typer.echo(f"  warehouse {w.name}: n={w.num_cells}, cells {shape}, {w.params:,} params")
+        typer.echo(f"    layers: {', '.join(w.layers)}")
 
 
 def main() -> None:

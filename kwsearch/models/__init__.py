@@ -1,6 +1,32 @@
-"""Backbones built through the conv factory; importing registers them."""
+"""Backbones built through the conv factory, the model config, the converter and accounting.
 
-from kwsearch.models import resnet  # noqa: F401  (registers the ResNets)
+Importing this package registers every backbone.
+"""
+
+from kwsearch.models import convnext, deit, mobilenetv2, resnet  # noqa: F401  (register backbones)
+from kwsearch.models.accounting import ModelAccount, account, count_macs, parameter_split
+from kwsearch.models.config import (
+    ModelConfig,
+    ModelConfigError,
+    build_model,
+    load_model_config,
+    parse_model_config,
+)
+from kwsearch.models.convert import convert
 from kwsearch.models.registry import backbone_names, get_backbone, register_backbone
 
-__all__ = ["backbone_names", "get_backbone", "register_backbone"]
+__all__ = [
+    "ModelAccount",
+    "ModelConfig",
+    "ModelConfigError",
+    "account",
+    "backbone_names",
+    "build_model",
+    "convert",
+    "count_macs",
+    "get_backbone",
+    "load_model_config",
+    "parameter_split",
+    "parse_model_config",
+    "register_backbone",
+]

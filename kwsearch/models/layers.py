@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
+
+from kwsearch.nn import TemperatureControlled
 
 
 class DropPath(nn.Module):
@@ -30,3 +34,13 @@ def scaled(channels: int, width: float, divisor: int = 8) -> int:
     if width == 1.0:
         return channels
     return max(divisor, int(channels * width + divisor / 2) // divisor * divisor)
+
+
+def static_modules(module: nn.Module) -> Iterator[nn.Module]:
+    """Descendants of ``module`` outside dynamic layers: what a backbone's own weight init may touch
+    (a dynamic layer's attention has its family's init)."""
+    for child in module.children():
+        if isinstance(child, TemperatureControlled):
+            continue
+        yield child
+        yield from static_modules(child)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kwsearch.models.layers import DropPath, scaled
+from kwsearch.models.layers import DropPath, scaled, static_modules
 from kwsearch.models.registry import register_backbone
 from kwsearch.nn import ConvFactory
 
@@ -109,7 +109,7 @@ class ResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(self.inplanes, num_classes)
-        for m in self.modules():
+        for m in static_modules(self):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
@@ -155,8 +155,15 @@ class ResNet(nn.Module):
 
 def _variant(name: str, block, depths, cifar_stem: bool):
     @register_backbone(name)
-    def build(conv: Mapping[str, Any], **kwargs) -> ResNet:
-        return ResNet(block, depths, conv, cifar_stem=cifar_stem, **kwargs)
+    def build(
+        conv: Mapping[str, Any],
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        width: float = 1.0,
+        drop_path: float = 0.0,
+        dropout: float = 0.0,
+    ) -> ResNet:
+        return ResNet(block, depths, conv, num_classes, in_chans, width, drop_path, dropout, cifar_stem)
 
     build.__doc__ = f"{name}: ResNet with {block.__name__} blocks {depths}" + (
         " and a 3x3 stem" if cifar_stem else ""

@@ -75,6 +75,10 @@ class KWOptions(BaseModel):
 class KWConvNd(TemperatureControlled):
     """A convolution whose kernel is assembled per sample from cells of a shared warehouse."""
 
+    # The path of the published algorithm: MAC counts use it, so they describe the config, not
+    # whichever exact path a device happens to pick.
+    reference_path = "grouped_conv"
+
     dims: int = 2
     attention: KWAttention
 

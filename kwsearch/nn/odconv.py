@@ -140,6 +140,10 @@ class ODConv2d(TemperatureControlled):
     model choose on every call.
     """
 
+    # The path of the published algorithm: MAC counts use it, so they describe the config, not
+    # whichever exact path a device happens to pick.
+    reference_path = "assemble"
+
     def __init__(
         self,
         in_channels: int,

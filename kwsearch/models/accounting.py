@@ -1,0 +1,113 @@
+"""Exact parameter and MAC accounting of a model, on the meta device (no weight memory)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from kwsearch.nn import TemperatureControlled, warehouse_managers
+
+
+@dataclass(frozen=True)
+class ParameterSplit:
+    """``kernels``: warehouse cells and kernel banks; ``attention``: everything else a dynamic
+    layer owns except its bias; ``static``: the rest (plain convs, norms, biases, classifier)."""
+
+    total: int
+    static: int
+    kernels: int
+    attention: int
+
+
+def parameter_split(model: nn.Module) -> ParameterSplit:
+    kernels, attention = set(), set()
+    for layer in model.modules():
+        if not isinstance(layer, TemperatureControlled):
+            continue
+        for name, p in layer.named_parameters():
+            if name.startswith("warehouse_manager.") or name == "weight":
+                kernels.add(id(p))
+            elif name != "bias":
+                attention.add(id(p))
+    params = {id(p): p.numel() for p in model.parameters()}
+    kernel_count = sum(params[i] for i in kernels)
+    attention_count = sum(params[i] for i in attention - kernels)
+    total = sum(params.values())
+    return ParameterSplit(total, total - kernel_count - attention_count, kernel_count, attention_count)
+
+
+def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one forward pass of one sample of ``input_shape`` (C, H, W):
+    convolutions, linears, attention, and kernel assembly as the published algorithms do it.
+
+    Runs on whatever device the model is on; on the meta device it costs no memory or arithmetic.
+    """
+    dynamic = [m for m in model.modules() if isinstance(m, TemperatureControlled)]
+    chosen = [m.path for m in dynamic]
+    was_training = model.training
+    try:
+        for m in dynamic:
+            m.path = m.reference_path
+        model.eval()
+        device = next(model.parameters()).device
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        for m, path in zip(dynamic, chosen, strict=True):
+            m.path = path
+        model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+@dataclass(frozen=True)
+class WarehouseSummary:
+    name: str
+    layers: list[str]
+    cell_shape: list[int]
+    num_cells: int
+    params: int
+
+
+def warehouse_summaries(model: nn.Module) -> list[WarehouseSummary]:
+    return [
+        WarehouseSummary(
+            plan.name,
+            [layer.name for layer in plan.layers],
+            list(plan.cell_shape),
+            plan.num_cells,
+            plan.num_parameters,
+        )
+        for manager in warehouse_managers(model)
+        for plan in manager.plans
+    ]
+
+
+@dataclass(frozen=True)
+class ModelAccount:
+    params: int
+    static_params: int
+    kernel_params: int
+    attention_params: int
+    macs: int
+    input_shape: list[int]
+    warehouses: list[WarehouseSummary]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def account(model: nn.Module, input_shape: tuple[int, ...]) -> ModelAccount:
+    """Parameters (split), MACs at ``input_shape`` and the warehouse plan of ``model``."""
+    split = parameter_split(model)
+    return ModelAccount(
+        params=split.total,
+        static_params=split.static,
+        kernel_params=split.kernels,
+        attention_params=split.attention,
+        macs=count_macs(model, input_shape),
+        input_shape=list(input_shape),
+        warehouses=warehouse_summaries(model),
+    )

@@ -1,0 +1,122 @@
+"""The model config: one YAML/dict that describes one network.
+
+It is what a search trial samples, what replay trains and what is saved beside a checkpoint::
+
+    backbone: resnet18_cifar
+    num_classes: 10
+    in_chans: 1
+    width: 0.5
+    input_size: [28, 28]
+    conv: {family: kw, cell_num_ratio: 0.5, sharing_range: [layer, conv]}
+
+Unknown keys, wrong types and impossible values are :class:`ModelConfigError`, whose message names
+the file (when there is one) and the key.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from torch import nn
+
+from kwsearch.models.registry import backbone_names, get_backbone
+from kwsearch.nn import ConvSpecError, parse_spec
+
+
+class ModelConfigError(ValueError):
+    """A model config that cannot describe a network; the message names the file and the key."""
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backbone: str
+    num_classes: int = Field(default=1000, ge=1)
+    in_chans: int = Field(default=3, ge=1)
+    width: float = Field(default=1.0, gt=0, le=8)
+    drop_path: float = Field(default=0.0, ge=0, lt=1)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    input_size: tuple[int, int] = (224, 224)
+    conv: dict[str, Any] = Field(default_factory=lambda: {"family": "static"})
+    backbone_args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, name: str) -> str:
+        if name not in backbone_names():
+            raise ValueError(f"{name!r} is not one of {', '.join(backbone_names())}")
+        return name
+
+    @field_validator("input_size")
+    @classmethod
+    def _positive_size(cls, size: tuple[int, int]) -> tuple[int, int]:
+        if min(size) < 1:
+            raise ValueError("both sides must be >= 1")
+        return size
+
+    @field_validator("conv")
+    @classmethod
+    def _valid_conv(cls, spec: dict[str, Any]) -> dict[str, Any]:
+        parse_spec(spec)  # raises ConvSpecError naming conv.<key>
+        return spec
+
+
+def _where(source: str | Path | None) -> str:
+    return f"{source}: " if source is not None else ""
+
+
+def parse_model_config(data: Any, source: str | Path | None = None) -> ModelConfig:
+    """Validate a mapping as a model config. Raises ModelConfigError naming ``source`` and the key."""
+    if not isinstance(data, dict):
+        raise ModelConfigError(f"{_where(source)}a model config is a mapping, got {type(data).__name__}")
+    try:
+        config = ModelConfig.model_validate(data)
+    except ValidationError as error:
+        problems = []
+        for e in error.errors():
+            message = e["msg"].removeprefix("Value error, ")
+            field = ".".join(str(p) for p in e["loc"])
+            # conv errors already carry their full key ("conv.cell_num_ratio: ...")
+            problems.append(message if message.startswith("conv.") else f"{field}: {message}")
+        raise ModelConfigError(_where(source) + "; ".join(problems)) from None
+    accepted = inspect.signature(get_backbone(config.backbone)).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    for key in config.backbone_args:
+        if key in ModelConfig.model_fields or (not takes_any and key not in accepted):
+            raise ModelConfigError(
+                f"{_where(source)}backbone_args.{key}: not an argument of {config.backbone}"
+            )
+    return config
+
+
+def load_model_config(path: str | Path) -> ModelConfig:
+    """Read and validate a YAML model config. Raises ModelConfigError naming the file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise ModelConfigError(f"{path}: cannot read ({error.strerror})") from None
+    except yaml.YAMLError as error:
+        raise ModelConfigError(f"{path}: not valid YAML ({error})") from None
+    return parse_model_config(data, path)
+
+
+def build_model(config: ModelConfig, source: str | Path | None = None) -> nn.Module:
+    """Instantiate ``config`` on the current default device (use ``torch.device("meta")`` to
+    account without memory). Raises ModelConfigError for options no network can satisfy."""
+    try:
+        return get_backbone(config.backbone)(
+            config.conv,
+            num_classes=config.num_classes,
+            in_chans=config.in_chans,
+            width=config.width,
+            drop_path=config.drop_path,
+            dropout=config.dropout,
+            **config.backbone_args,
+        )
+    except ConvSpecError as error:
+        raise ModelConfigError(f"{_where(source)}{error}") from None
