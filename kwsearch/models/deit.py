@@ -11,9 +11,8 @@ blocks in stage 0 unless ``stages`` splits the depth into that many consecutive,
 The patch embedding (a strided conv), the class token, the position embedding and the classifier
 stay static.
 
-Families that build only 2-d convolutions (DY-CNN, ODConv: their builders raise ConvSpecError for
-linear layers) get a DeiT whose linear layers are all static, i.e. the static model: the first
-linear layer is asked of the family, and when it refuses, every linear layer is a plain one.
+Families that build only 2-d convolutions (DY-CNN, ODConv: ``ConvFactory.builds_linear`` is
+False) get a DeiT whose linear layers are all static, i.e. the static model.
 
 ``img_size`` and ``patch_size`` set the token grid (224 / 16 -> 14 x 14); for 32x32 or 28x28
 inputs use ``patch_size=4``. ``width`` scales the embedding (to multiples of 8 per head).
@@ -30,7 +29,7 @@ from torch import nn
 
 from kwsearch.models.layers import DropPath, scaled, static_modules
 from kwsearch.models.registry import register_backbone
-from kwsearch.nn import ConvFactory, ConvSpecError
+from kwsearch.nn import ConvFactory
 
 
 class _Linears:
@@ -38,15 +37,11 @@ class _Linears:
 
     def __init__(self, factory: ConvFactory) -> None:
         self.factory = factory
-        self.dynamic = True
 
     def __call__(self, in_features: int, out_features: int, name: str) -> nn.Module:
-        if self.dynamic:
-            try:
-                return self.factory.linear(in_features, out_features, True, name=name)
-            except ConvSpecError:  # the family builds 2-d convolutions only
-                self.dynamic = False
-        return self.factory.linear(in_features, out_features, True, name=name, dynamic=False)
+        return self.factory.linear(
+            in_features, out_features, True, name=name, dynamic=self.factory.builds_linear
+        )
 
 
 class Attention(nn.Module):

@@ -236,4 +236,4 @@ class DyConvBuilder(LayerBuilder):
         )
 
 
-register_family("dyconv", DyConvOptions, DyConvBuilder)
+register_family("dyconv", DyConvOptions, DyConvBuilder, builds_linear=False)

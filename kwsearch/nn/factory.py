@@ -117,6 +117,7 @@ class Family:
     options: type[BaseModel]
     builder: Callable[[BaseModel], LayerBuilder]
     shares_across_layers: bool = False  # layers draw on common parameters (KernelWarehouse)
+    builds_linear: bool = True  # False: the family makes 2-d convolutions only
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -127,8 +128,9 @@ def register_family(
     options: type[BaseModel],
     builder: Callable[[BaseModel], LayerBuilder],
     shares_across_layers: bool = False,
+    builds_linear: bool = True,
 ) -> None:
-    _FAMILIES[name] = Family(name, options, builder, shares_across_layers)
+    _FAMILIES[name] = Family(name, options, builder, shares_across_layers, builds_linear)
 
 
 def family_names() -> list[str]:
@@ -164,6 +166,11 @@ class ConvFactory:
         """True for families whose layers share parameters (warehouses); backbones follow the
         references in making more layers dynamic for them (KernelWarehouse's stride-2 shortcuts)."""
         return self.family.shares_across_layers
+
+    @property
+    def builds_linear(self) -> bool:
+        """False for families that make 2-d convolutions only (their linear layers must stay static)."""
+        return self.family.builds_linear
 
     @property
     def temperature(self) -> TemperatureSchedule | None:

@@ -314,4 +314,4 @@ class ODConvBuilder(LayerBuilder):
         )
 
 
-register_family("odconv", ODConvOptions, ODConvBuilder)
+register_family("odconv", ODConvOptions, ODConvBuilder, builds_linear=False)

@@ -1,0 +1,62 @@
+"""Every registered backbone with every conv family: accounting on the meta device equals the
+instantiated model, and the ResNets train a step on CPU."""
+
+import pytest
+import torch
+
+from kwsearch.models import account, backbone_names, build_model, parse_model_config
+from kwsearch.nn import family_names
+
+# Small but real instances: narrow widths and small inputs keep the sweep fast.
+SMALL = {
+    "deit_tiny": {"input_size": [32, 32], "backbone_args": {"img_size": 32, "patch_size": 4}},
+    "convnext_tiny": {"width": 0.25, "input_size": [32, 32]},
+    "convnext_nano": {"width": 0.25, "input_size": [32, 32]},
+}
+SPECS = {
+    "static": {"family": "static"},
+    "dyconv": {"family": "dyconv"},
+    "odconv": {"family": "odconv"},
+    "kw": {"family": "kw", "sharing_range": ["layer", "conv", "pwconv"]},
+}
+
+
+def small_config(backbone, family):
+    data = {
+        "backbone": backbone,
+        "num_classes": 10,
+        "width": 0.25,
+        "input_size": [32, 32],
+        "conv": SPECS[family],
+    }
+    data.update(SMALL.get(backbone, {}))
+    return parse_model_config(data)
+
+
+def test_the_sweep_covers_every_family():
+    assert sorted(SPECS) == family_names()
+
+
+@pytest.mark.parametrize("family", sorted(SPECS))
+@pytest.mark.parametrize("backbone", backbone_names())
+def test_inspect_counts_equal_the_instantiated_model(backbone, family):
+    config = small_config(backbone, family)
+    with torch.device("meta"):
+        report = account(build_model(config), (3, *config.input_size))
+    model = build_model(config)
+    assert report.params == sum(p.numel() for p in model.parameters())
+    assert report.static_params + report.kernel_params + report.attention_params == report.params
+    assert report.macs > 0
+    if family == "static":
+        assert report.kernel_params == report.attention_params == 0
+
+
+@pytest.mark.parametrize("family", sorted(SPECS))
+@pytest.mark.parametrize("backbone", [name for name in backbone_names() if name.startswith("resnet")])
+def test_resnets_run_forward_and_backward(backbone, family):
+    model = build_model(small_config(backbone, family))
+    x = torch.randn(2, 3, 32, 32)
+    logits = model(x)
+    assert logits.shape == (2, 10)
+    logits.square().mean().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
