@@ -471,3 +471,17 @@ def test_assignment_and_cell_count_agree(mixtures, ratio):
     pointing = [t for t in targets if t >= 0]
     assert len(pointing) == (cells_assigned(mixtures, ratio) if ratio < 1 else mixtures)
     assert pointing == sorted(set(pointing)) and (not pointing or pointing[0] == 5)
+
+
+@pytest.mark.parametrize("path", ["grouped_conv", "cell_conv", "input_mixing"])
+def test_every_path_runs_under_bf16_autocast(path):
+    net = randomize_(Stack(kw(cell_outplane_ratio=0.5), [("a", "conv", (8, 8, 3), {"padding": 1})])).eval()
+    set_temperature(net, 0.3)
+    layer = net.layers[0]
+    layer.path = path
+    x = torch.randn(2, 8, 6, 6)
+    with torch.no_grad():
+        expected = layer(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            actual = layer(x)
+    assert_rel_close(actual.float(), expected, rtol=5e-2)

@@ -1,0 +1,226 @@
+"""The one trainer: proxy trials, ``kwsearch train`` and replay all run :func:`fit`.
+
+The hot loop is direct (airbench's lesson): batches come from tensors already on the device, the
+learning rate and the attention temperature are set every iteration from the step count, and the
+only host-device synchronisations are the divergence check and the end-of-epoch metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kwsearch.nn import TemperatureSchedule, set_temperature
+from kwsearch.train.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from kwsearch.train.optim import learning_rate, make_optimizer
+from kwsearch.train.recipe import Recipe
+
+
+class BatchSource(Protocol):
+    """What the trainer needs of a data loader: batches of (images, labels) already on the
+    device, an epoch-dependent order (``set_epoch``), and the number of batches."""
+
+    def set_epoch(self, epoch: int) -> None: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message says when and suggests what to change."""
+
+
+class OutOfMemory(RuntimeError):
+    """The device ran out of memory; the message names the batch size and the model size."""
+
+
+StepHook = Callable[[nn.Module, int], None]  # (model, step) after every optimizer step
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, float]]
+    params: int
+    epochs: int
+    seconds: float
+    resumed_from_epoch: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def last(self) -> dict[str, float]:
+        return self.history[-1]
+
+
+def _autocast(device: torch.device, recipe: Recipe):
+    enabled = recipe.amp == "bf16" or (recipe.amp == "auto" and device.type == "cuda")
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def _progress(iterable: Iterable, total: int, description: str, enabled: bool | None):
+    """A rich progress bar when writing to a terminal; the plain iterable otherwise."""
+    if enabled is False or (enabled is None and not sys.stderr.isatty()):
+        yield from iterable
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task(description, total=total)
+        for item in iterable:
+            yield item
+            progress.advance(task)
+
+
+def evaluate(
+    model: nn.Module, batches: BatchSource, device: torch.device, recipe: Recipe
+) -> tuple[float, float]:
+    """(mean loss, accuracy) of ``model`` over every batch of ``batches``."""
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    with torch.no_grad(), _autocast(device, recipe):
+        for x, y in batches:
+            logits = model(x).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
+            seen += y.numel()
+    return loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1)
+
+
+def _same_run(saved: dict[str, Any], run_info: dict[str, Any]) -> bool:
+    return saved.get("run") == run_info
+
+
+def fit(
+    model: nn.Module,
+    train: BatchSource,
+    val: BatchSource,
+    recipe: Recipe,
+    device: torch.device,
+    *,
+    temperature: TemperatureSchedule | None = None,
+    test: BatchSource | None = None,
+    checkpoint_dir: Path | None = None,
+    run_info: dict[str, Any] | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    step_hooks: Sequence[StepHook] = (),
+    progress: bool | None = None,
+) -> TrainResult:
+    """Train ``model`` by ``recipe``; evaluate on ``val`` (and ``test`` if given) every epoch.
+
+    With ``checkpoint_dir`` a checkpoint is written after every epoch and an existing one is
+    resumed from (it must have been made with the same ``run_info``, e.g. model config and recipe;
+    otherwise ValueError). ``on_epoch`` receives each epoch's metrics. Raises TrainingDiverged on a
+    non-finite loss and OutOfMemory when the device runs out of memory.
+    """
+    started = time.perf_counter()
+    run_info = run_info or {}
+    model.to(device)
+    if recipe.channels_last == "on" or (recipe.channels_last == "auto" and device.type == "cuda"):
+        model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, recipe)
+    history: list[dict[str, float]] = []
+    first_epoch, step = 0, 0
+    saved = load_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
+    if saved is not None:
+        if not _same_run(saved, run_info):
+            raise ValueError(
+                f"{checkpoint_dir}: holds a checkpoint of a different run (model config, data or recipe "
+                "differ); remove it or choose another checkpoint directory"
+            )
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        first_epoch, step, history = saved["epoch"], saved["step"], saved["history"]
+        restore_rng_state(saved["rng"])
+    network = torch.compile(model) if recipe.compile else model
+    steps_per_epoch = len(train)
+    # A NaN check is a host-device synchronisation: every step on CPU, every 50 on a GPU.
+    check_every = 1 if device.type == "cpu" else 50
+    params = sum(p.numel() for p in model.parameters())
+    try:
+        for epoch in range(first_epoch, recipe.epochs):
+            epoch_started = time.perf_counter()
+            model.train()
+            train.set_epoch(epoch)
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            seen = 0
+            for x, y in _progress(train, steps_per_epoch, f"epoch {epoch + 1}/{recipe.epochs}", progress):
+                lr = learning_rate(recipe, step, steps_per_epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                if temperature is not None:
+                    set_temperature(model, temperature.value(step / steps_per_epoch, recipe.epochs))
+                with _autocast(device, recipe):
+                    logits = network(x).float()
+                loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if recipe.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+                optimizer.step()
+                step += 1
+                for hook in step_hooks:
+                    hook(model, step)
+                loss_sum += loss.detach() * y.numel()
+                correct += (logits.detach().argmax(1) == y).sum()
+                seen += y.numel()
+                if step % check_every == 0 and not torch.isfinite(loss_sum):
+                    raise TrainingDiverged(
+                        f"the training loss became {loss_sum.item()} at epoch {epoch + 1}, step {step} "
+                        f"(lr {lr:.3g}); lower the learning rate or set grad_clip"
+                    )
+            train_loss = loss_sum.item() / max(seen, 1)
+            if not torch.isfinite(torch.tensor(train_loss)):
+                raise TrainingDiverged(
+                    f"the training loss became {train_loss} in epoch {epoch + 1}; lower the learning rate "
+                    "or set grad_clip"
+                )
+            val_loss, val_accuracy = evaluate(network, val, device, recipe)
+            metrics = {
+                "epoch": epoch + 1,
+                "step": step,
+                "train_loss": train_loss,
+                "train_accuracy": correct.item() / max(seen, 1),
+                "val_loss": val_loss,
+                "val_accuracy": val_accuracy,
+                "lr": lr,
+                "temperature": temperature.value(step / steps_per_epoch, recipe.epochs)
+                if temperature
+                else None,
+                "epoch_seconds": time.perf_counter() - epoch_started,
+            }
+            if test is not None:
+                metrics["test_loss"], metrics["test_accuracy"] = evaluate(network, test, device, recipe)
+            history.append(metrics)
+            if checkpoint_dir is not None:
+                save_checkpoint(
+                    checkpoint_dir,
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "epoch": epoch + 1,
+                        "step": step,
+                        "history": history,
+                        "rng": rng_state(),
+                        "run": run_info,
+                    },
+                )
+            if on_epoch is not None:
+                on_epoch(metrics)
+    except torch.OutOfMemoryError as error:
+        raise OutOfMemory(
+            f"{device} ran out of memory training a {params:,}-parameter model at batch size "
+            f"{recipe.batch_size}; lower batch_size or the model's width ({error})"
+        ) from None
+    return TrainResult(history, params, len(history), time.perf_counter() - started, first_epoch)
