@@ -103,5 +103,87 @@ def inspect(
         typer.echo(f"    layers: {', '.join(w.layers)}")
 
 
+@app.command()
+def train(
+    model_yaml: Path = typer.Argument(..., help="A model config (YAML)."),
+    data: str = typer.Option(
+        ..., "--data", help="Data set: fashion-mnist, mnist, cifar10, cifar100, folder, synthetic."
+    ),
+    epochs: int | None = typer.Option(None, "--epochs", help="Epochs (default: the recipe's)."),
+    train_subset: int | None = typer.Option(
+        None, "--train-subset", help="Stratified subset of N training images."
+    ),
+    batch_size: int | None = typer.Option(None, "--batch-size"),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
+    seed: int | None = typer.Option(None, "--seed"),
+    recipe_yaml: Path | None = typer.Option(
+        None, "--recipe", help="A recipe (YAML); options above override it."
+    ),
+    data_root: Path | None = typer.Option(None, "--data-root", help="Where the data set's files are."),
+    checkpoint_dir: Path | None = typer.Option(
+        None, "--checkpoint-dir", help="Checkpoint every epoch here and resume from it."
+    ),
+    device: str | None = typer.Option(
+        None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="End with one JSON line of the results."),
+) -> None:
+    """Train one model and print its metrics."""
+    import torch
+
+    from kwsearch.data import DataSourceError
+    from kwsearch.models import ModelConfigError, load_model_config
+    from kwsearch.train import OutOfMemory, RecipeError, TrainingDiverged, load_recipe, train_model
+
+    try:
+        config = load_model_config(model_yaml)
+        recipe = load_recipe(
+            recipe_yaml, epochs=epochs, train_subset=train_subset, batch_size=batch_size, lr=lr, seed=seed
+        )
+        target = torch.device(device) if device else None
+
+        def report(metrics: dict) -> None:
+            if not as_json:
+                typer.echo(
+                    f"epoch {metrics['epoch']:>3}  train loss {metrics['train_loss']:.4f}  "
+                    f"val loss {metrics['val_loss']:.4f}  val acc {metrics['val_accuracy']:.4f}  "
+                    f"({metrics['epoch_seconds']:.1f} s)"
+                )
+
+        result = train_model(
+            config,
+            data,
+            recipe,
+            device=target,
+            data_root=data_root,
+            checkpoint_dir=checkpoint_dir,
+            on_epoch=report,
+        )
+    except (ModelConfigError, RecipeError) as error:
+        message = str(error)
+        raise _bad_input(
+            message if message.startswith(str(model_yaml)) else f"{model_yaml}: {message}"
+        ) from None
+    except ValueError as error:  # unknown data set name, impossible split, foreign checkpoint
+        raise _bad_input(str(error)) from None
+    except (TrainingDiverged, OutOfMemory, DataSourceError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=1) from None
+    summary = {
+        "val_accuracy": result.last["val_accuracy"],
+        "val_loss": result.last["val_loss"],
+        "params": result.params,
+        "epochs": result.epochs,
+        "seconds": result.seconds,
+        "resumed_from_epoch": result.resumed_from_epoch,
+        "history": result.history,
+    }
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        accuracy = summary["val_accuracy"]
+        typer.echo(f"{result.params:,} parameters, val accuracy {accuracy:.4f}, {result.seconds:.1f} s")
+
+
 def main() -> None:
     app()

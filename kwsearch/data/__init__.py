@@ -1,21 +1,85 @@
-"""Data sets kwsearch trains on."""
+"""Data sets kwsearch trains on: sources (find, download, verify), `load_dataset` (tensors on the
+training device, cached per process), proxy controls (stratified subsets, validation splits,
+resolution), on-device augmentation and the `DeviceLoader`."""
 
+from kwsearch.data.augment import (
+    Augmentation,
+    AugmentParams,
+    apply_normalization,
+    augment,
+    draw_params,
+    hflip,
+    normalization_constants,
+    normalize,
+    random_crop,
+)
+from kwsearch.data.cifar import read_cifar_archive
+from kwsearch.data.datasets import (
+    Dataset,
+    UnknownDatasetError,
+    channel_stats,
+    clear_dataset_cache,
+    dataset_names,
+    load_dataset,
+)
+from kwsearch.data.folder import read_image_folder
 from kwsearch.data.idx import read_idx_bytes
+from kwsearch.data.loader import DeviceLoader, epoch_seed, eval_loader, train_loader
+from kwsearch.data.resize import resize_images
 from kwsearch.data.sources import (
+    CIFAR10,
+    CIFAR100,
     FASHION_MNIST,
+    MNIST,
     DatasetSpec,
     DataSourceError,
     FileSpec,
+    cifar10,
+    cifar100,
     fashion_mnist,
     locate_files,
+    mnist,
 )
+from kwsearch.data.splits import stratified_subset, train_val_split
+from kwsearch.data.synthetic import synthetic
 
 __all__ = [
+    "CIFAR10",
+    "CIFAR100",
     "FASHION_MNIST",
+    "MNIST",
+    "AugmentParams",
+    "Augmentation",
     "DataSourceError",
+    "Dataset",
     "DatasetSpec",
+    "DeviceLoader",
     "FileSpec",
+    "UnknownDatasetError",
+    "apply_normalization",
+    "augment",
+    "channel_stats",
+    "cifar10",
+    "cifar100",
+    "clear_dataset_cache",
+    "dataset_names",
+    "draw_params",
+    "epoch_seed",
+    "eval_loader",
     "fashion_mnist",
+    "hflip",
+    "load_dataset",
     "locate_files",
+    "mnist",
+    "normalization_constants",
+    "normalize",
+    "random_crop",
+    "read_cifar_archive",
     "read_idx_bytes",
+    "read_image_folder",
+    "resize_images",
+    "stratified_subset",
+    "synthetic",
+    "train_loader",
+    "train_val_split",
 ]

@@ -1,0 +1,298 @@
+"""`load_dataset`: every built-in data set as uint8 tensors on the training device, loaded once
+per process.
+
+A worker process runs many trials on the same data; `load_dataset` keeps each data set it loaded
+(keyed by every argument, the device included) and hands the same `Dataset` object to every later
+call, so a trial never re-reads, re-decodes or re-uploads its data.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kwsearch.data import sources
+from kwsearch.data.augment import Augmentation
+from kwsearch.data.folder import read_image_folder
+from kwsearch.data.resize import as_size, resize_images
+from kwsearch.data.sources import DataSourceError
+from kwsearch.data.splits import train_val_split
+from kwsearch.data.synthetic import synthetic
+
+
+class UnknownDatasetError(ValueError):
+    """A data set name that is not registered; the message lists the known names."""
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A classification data set on one device.
+
+    ``train_images`` / ``test_images`` are uint8 (N, C, H, W); ``train_labels`` / ``test_labels``
+    int64 (N,) class indices below ``num_classes``. ``mean`` / ``std`` are per channel, of the
+    training pixels scaled to [0, 1] (a std below 1/255, a constant channel, is raised to 1/255).
+    ``flip`` says whether a mirrored image keeps its label (the default for horizontal-flip
+    augmentation: true for clothes and objects, false for digits). Compared by identity: the
+    process cache hands out one object per data set.
+    """
+
+    name: str
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    num_classes: int
+    in_chans: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    flip: bool = False
+    class_names: tuple[str, ...] = field(default=())
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of every image."""
+        return tuple(self.train_images.shape[-2:])  # type: ignore[return-value]
+
+    @property
+    def device(self) -> torch.device:
+        """The device the tensors live on."""
+        return self.train_images.device
+
+    def default_augmentation(self) -> Augmentation:
+        """The usual training augmentation for this data: random crops from the image padded by an
+        eighth of its height (4 pixels at 32x32, 3 at 28x28), flips where they keep the label."""
+        return Augmentation(crop_padding=self.image_size[0] // 8, flip=self.flip)
+
+
+@dataclass(frozen=True)
+class _Raw:
+    """What a reader returns: CPU tensors and the facts `load_dataset` cannot compute."""
+
+    tensors: dict[str, torch.Tensor]
+    num_classes: int
+    flip: bool
+    class_names: tuple[str, ...] = ()
+
+
+def _read_fashion_mnist(root: str | Path | None, download: bool) -> _Raw:
+    return _Raw(sources.fashion_mnist(root, download), 10, flip=True)
+
+
+def _read_mnist(root: str | Path | None, download: bool) -> _Raw:
+    return _Raw(sources.mnist(root, download), 10, flip=False)
+
+
+def _read_cifar10(root: str | Path | None, download: bool) -> _Raw:
+    return _Raw(sources.cifar10(root, download), 10, flip=True)
+
+
+def _read_cifar100(root: str | Path | None, download: bool) -> _Raw:
+    return _Raw(sources.cifar100(root, download), 100, flip=True)
+
+
+def _read_synthetic(
+    root: str | Path | None,
+    download: bool,
+    num_train: int = 1000,
+    num_test: int = 200,
+    channels: int = 3,
+    height: int = 32,
+    width: int = 32,
+    num_classes: int = 10,
+    seed: int = 0,
+    noise: float = 1.0,
+) -> _Raw:
+    tensors = synthetic(num_train, num_test, channels, height, width, num_classes, seed, noise)
+    # The class patterns are not mirror-symmetric: a flipped image would be another pattern.
+    return _Raw(tensors, num_classes, flip=False)
+
+
+def _read_folder(
+    root: str | Path | None,
+    download: bool,
+    image_size: int | tuple[int, int] | None = None,
+    mode: str = "RGB",
+    test_fraction: float = 0.2,
+    split_seed: int = 0,
+    flip: bool = True,
+    use_cache: bool = True,
+) -> _Raw:
+    if root is None:
+        raise ValueError("the folder data set needs a root: a folder of class folders of images")
+    root = Path(root)
+    size = as_size(image_size if image_size is not None else 32)
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        # Given splits: the training folder defines the classes, the test folder must use them.
+        train_images, train_labels, classes = read_image_folder(root / "train", size, mode, use_cache)
+        test_images, test_labels, test_classes = read_image_folder(root / "test", size, mode, use_cache)
+        unknown = sorted(set(test_classes) - set(classes))
+        if unknown:
+            raise DataSourceError(
+                f"{root / 'test'}: classes {', '.join(unknown)} are not in {root / 'train'}"
+            )
+        remap = torch.tensor([classes.index(name) for name in test_classes], dtype=torch.int64)
+        test_labels = remap[test_labels]
+    else:
+        images, labels, classes = read_image_folder(root, size, mode, use_cache)
+        train_index, test_index = train_val_split(labels, val_fraction=test_fraction, seed=split_seed)
+        train_images, train_labels = images[train_index], labels[train_index]
+        test_images, test_labels = images[test_index], labels[test_index]
+    tensors = {
+        "train_images": train_images,
+        "train_labels": train_labels,
+        "test_images": test_images,
+        "test_labels": test_labels,
+    }
+    return _Raw(tensors, len(classes), flip=flip, class_names=classes)
+
+
+_READERS: dict[str, Callable[..., _Raw]] = {
+    "fashion-mnist": _read_fashion_mnist,
+    "mnist": _read_mnist,
+    "cifar10": _read_cifar10,
+    "cifar100": _read_cifar100,
+    "folder": _read_folder,
+    "synthetic": _read_synthetic,
+}
+
+_CACHE: dict[tuple, Dataset] = {}
+_LOCK = threading.Lock()
+
+
+def dataset_names() -> tuple[str, ...]:
+    """Return the names `load_dataset` knows."""
+    return tuple(_READERS)
+
+
+def clear_dataset_cache() -> None:
+    """Forget every data set `load_dataset` kept (their memory is freed once nothing else holds them)."""
+    with _LOCK:
+        _CACHE.clear()
+
+
+def _device_key(device: torch.device | str) -> torch.device:
+    # "cuda" and "cuda:0" are the same device for the cache when device 0 is current.
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def _options_for(name: str, reader: Callable[..., _Raw], options: dict[str, Any]) -> None:
+    accepted = [
+        p for p in inspect.signature(reader).parameters if p not in ("root", "download", "image_size")
+    ]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"{name}: unknown option(s) {', '.join(unknown)}; it accepts {', '.join(accepted) or 'none'}"
+        )
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Return the per-channel mean and (population) standard deviation of uint8 ``images``
+    (N, C, H, W), in units of the [0, 1]-scaled pixels.
+
+    Exact: computed in float64 from each channel's 256-bin histogram, without a float copy of the
+    images.
+    """
+    values = torch.arange(256, dtype=torch.float64, device=images.device)
+    means, stds = [], []
+    for channel in range(images.shape[1]):
+        counts = torch.bincount(images[:, channel].reshape(-1), minlength=256).to(torch.float64)
+        total = counts.sum()
+        mean = (counts * values).sum() / total
+        var = (counts * (values - mean) ** 2).sum() / total
+        means.append(float(mean) / 255.0)
+        stds.append(float(var.sqrt()) / 255.0)
+    return tuple(means), tuple(stds)
+
+
+def _as_nchw(images: torch.Tensor) -> torch.Tensor:
+    return images.unsqueeze(1) if images.dim() == 3 else images  # IDX files hold (N, H, W)
+
+
+def _build(name: str, raw: _Raw, device: torch.device, size: tuple[int, int] | None) -> Dataset:
+    t = raw.tensors
+    train_images = _as_nchw(t["train_images"]).to(device)
+    test_images = _as_nchw(t["test_images"]).to(device)
+    if size is not None:
+        # Once here, on the device (fast there), rather than in every trial's loop.
+        train_images, test_images = resize_images(train_images, size), resize_images(test_images, size)
+    mean, std = channel_stats(train_images)
+    # A constant channel has std 0; one grey level instead keeps normalisation finite.
+    std = tuple(max(s, 1.0 / 255.0) for s in std)
+    return Dataset(
+        name=name,
+        train_images=train_images,
+        train_labels=t["train_labels"].to(device=device, dtype=torch.int64),
+        test_images=test_images,
+        test_labels=t["test_labels"].to(device=device, dtype=torch.int64),
+        num_classes=raw.num_classes,
+        in_chans=train_images.shape[1],
+        mean=mean,
+        std=std,
+        flip=raw.flip,
+        class_names=raw.class_names,
+    )
+
+
+def load_dataset(
+    name: str,
+    root: str | Path | None = None,
+    download: bool = True,
+    device: torch.device | str = "cpu",
+    image_size: int | tuple[int, int] | None = None,
+    **options: Any,
+) -> Dataset:
+    """Return data set ``name`` on ``device``, loading it only the first time in this process.
+
+    ``name`` is one of `dataset_names`: ``fashion-mnist``, ``mnist``, ``cifar10``, ``cifar100``
+    (files found or downloaded as `kwsearch.data.sources` describes; ``root`` is a folder to look
+    in first), ``folder`` (``root`` holds one folder of images per class, or ``train/`` and
+    ``test/`` folders of them; options ``mode``, ``test_fraction``, ``split_seed``, ``flip``,
+    ``use_cache``) or ``synthetic`` (options ``num_train``, ``num_test``, ``channels``, ``height``,
+    ``width``, ``num_classes``, ``seed``, ``noise``). ``image_size`` ((H, W) or a side) resizes
+    every image once at load (folder images are read at that size, 32 by default).
+
+    Later calls with equal arguments return the very same object, whose tensors every trial shares:
+    never modify them in place. (A folder changed on disk after its first load in this process is
+    seen only after `clear_dataset_cache`.) Raises UnknownDatasetError (a
+    ValueError) for an unknown name, ValueError for an option the data set does not take or a
+    bad value, and DataSourceError when files cannot be found, fetched, verified or read.
+    """
+    key_name = name.strip().lower()
+    reader = _READERS.get(key_name)
+    if reader is None:
+        raise UnknownDatasetError(f"unknown data set {name!r}; known: {', '.join(_READERS)}")
+    _options_for(key_name, reader, options)
+    device = _device_key(device)
+    size = as_size(image_size) if image_size is not None else None
+    resolved_root = str(Path(root).expanduser().resolve()) if root is not None else None
+    # `download` is left out: it changes where files may come from, not what they hold. Option
+    # values go in by repr so that lists (unhashable) can be options too.
+    key = (
+        key_name,
+        resolved_root,
+        str(device),
+        size,
+        tuple(sorted((k, repr(v)) for k, v in options.items())),
+    )
+    # One lock around the load: two threads asking at once must not both read the files.
+    with _LOCK:
+        cached = _CACHE.get(key)
+        if cached is not None:
+            return cached
+        if "image_size" in inspect.signature(reader).parameters:
+            raw, size = reader(resolved_root, download, image_size=size, **options), None
+        else:
+            raw = reader(resolved_root, download, **options)
+        dataset = _build(key_name, raw, device, size)
+        _CACHE[key] = dataset
+        return dataset

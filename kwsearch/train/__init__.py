@@ -1,0 +1,18 @@
+"""The one trainer, for proxy trials, `kwsearch train` and replay."""
+
+from kwsearch.train.recipe import Recipe
+from kwsearch.train.run import RecipeError, default_device, load_recipe, train_model
+from kwsearch.train.trainer import OutOfMemory, TrainingDiverged, TrainResult, evaluate, fit
+
+__all__ = [
+    "OutOfMemory",
+    "Recipe",
+    "RecipeError",
+    "TrainResult",
+    "TrainingDiverged",
+    "default_device",
+    "evaluate",
+    "fit",
+    "load_recipe",
+    "train_model",
+]

@@ -1,0 +1,141 @@
+"""Train one model config on one data set by one recipe: what ``kwsearch train``, search trials and
+replay call. Data are loaded once per process (and device) and split here: validation is held out
+of the training set, the proxy subset is drawn from what remains, the test set is used only when
+the recipe asks for it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+import yaml
+from pydantic import ValidationError
+
+from kwsearch.data import (
+    Augmentation,
+    eval_loader,
+    load_dataset,
+    stratified_subset,
+    train_loader,
+    train_val_split,
+)
+from kwsearch.models import ModelConfig, ModelConfigError, build_model
+from kwsearch.nn import parse_spec
+from kwsearch.train.recipe import Recipe
+from kwsearch.train.trainer import StepHook, TrainResult, fit
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used; the message names the file (or option) and the field."""
+
+
+def load_recipe(path: str | Path | None = None, **overrides) -> Recipe:
+    """A recipe from a YAML file (or the defaults), with ``overrides`` (None values ignored)."""
+    data = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise RecipeError(f"{path}: cannot read a recipe ({error})") from None
+        if not isinstance(data, dict):
+            raise RecipeError(f"{path}: a recipe is a mapping")
+    data.update({key: value for key, value in overrides.items() if value is not None})
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as error:
+        where = f"{path}: " if path is not None else ""
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'recipe'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in error.errors()
+        )
+        raise RecipeError(where + problems) from None
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def train_model(
+    config: ModelConfig,
+    data: str,
+    recipe: Recipe,
+    *,
+    device: torch.device | None = None,
+    data_root: str | Path | None = None,
+    data_options: dict | None = None,
+    checkpoint_dir: Path | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    step_hooks: Sequence[StepHook] = (),
+    progress: bool | None = None,
+) -> TrainResult:
+    """Train ``config`` on ``data`` (``data_options`` go to :func:`kwsearch.data.load_dataset`) by
+    ``recipe``. Raises ModelConfigError when the model does not
+    fit the data (classes, channels), RecipeError for data controls the data cannot meet, and what
+    :func:`kwsearch.train.trainer.fit` raises."""
+    device = device or default_device()
+    dataset = load_dataset(
+        data, root=data_root, device=device, image_size=recipe.resolution, **(data_options or {})
+    )
+    if config.num_classes != dataset.num_classes:
+        raise ModelConfigError(
+            f"num_classes: {config.num_classes}, but {data} has {dataset.num_classes} classes"
+        )
+    if config.in_chans != dataset.in_chans:
+        raise ModelConfigError(f"in_chans: {config.in_chans}, but {data} has {dataset.in_chans} channels")
+    try:
+        val_args = (
+            {"val_fraction": recipe.val_size}
+            if isinstance(recipe.val_size, float)
+            else {"val_size": recipe.val_size}
+        )
+        train_idx, val_idx = train_val_split(dataset.train_labels, seed=recipe.seed, **val_args)
+        if recipe.train_subset is not None:
+            train_idx = train_idx[
+                stratified_subset(dataset.train_labels[train_idx], recipe.train_subset, recipe.seed)
+            ]
+    except ValueError as error:
+        raise RecipeError(f"train_subset/val_size: {error}") from None
+    if len(train_idx) < recipe.batch_size:
+        raise RecipeError(
+            f"batch_size: {recipe.batch_size} exceeds the {len(train_idx)} training images left after the "
+            "validation split and the subset"
+        )
+    channels_last = recipe.channels_last == "on" or (recipe.channels_last == "auto" and device.type == "cuda")
+    augmentation = None if recipe.augment else Augmentation()
+    train = train_loader(
+        dataset,
+        recipe.batch_size,
+        indices=train_idx,
+        seed=recipe.seed,
+        augmentation=augmentation,
+        channels_last=channels_last,
+    )
+    val = eval_loader(
+        dataset, recipe.eval_batch_size, split="train", indices=val_idx, channels_last=channels_last
+    )
+    test = None
+    if recipe.evaluate_test:
+        test = eval_loader(dataset, recipe.eval_batch_size, split="test", channels_last=channels_last)
+    torch.manual_seed(recipe.seed)
+    model = build_model(config)
+    temperature = getattr(parse_spec(config.conv)[1], "temperature", None)
+    run_info = {
+        "model": config.model_dump(mode="json"),
+        "data": data,
+        "recipe": recipe.model_dump(mode="json"),
+    }
+    return fit(
+        model,
+        train,
+        val,
+        recipe,
+        device,
+        temperature=temperature,
+        test=test,
+        checkpoint_dir=checkpoint_dir,
+        run_info=run_info,
+        on_epoch=on_epoch,
+        step_hooks=step_hooks,
+        progress=progress,
+    )

@@ -1,0 +1,204 @@
+"""The trainer on real (tiny) models and generated data: learning, exact resumption, temperature,
+hooks, divergence, and the `kwsearch train` command."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from kwsearch.models import ModelConfigError, build_model, parse_model_config
+from kwsearch.nn import TemperatureControlled
+from kwsearch.train import Recipe, RecipeError, TrainingDiverged, train_model
+from kwsearch.train.checkpoint import load_checkpoint
+
+SYNTHETIC = {
+    "num_train": 480,
+    "num_test": 96,
+    "channels": 1,
+    "height": 16,
+    "width": 16,
+    "num_classes": 4,
+    "seed": 3,
+}
+CPU = torch.device("cpu")
+
+
+def model_config(family="kw", **conv):
+    spec = {"family": family, **conv}
+    if family == "kw":
+        spec.setdefault("sharing_range", ["layer", "conv"])
+    return parse_model_config(
+        {"backbone": "resnet18_cifar", "num_classes": 4, "in_chans": 1, "width": 0.125, "conv": spec}
+    )
+
+
+def recipe(**fields):
+    defaults = {
+        "epochs": 3,
+        "batch_size": 32,
+        "eval_batch_size": 64,
+        "lr": 0.05,
+        "warmup_epochs": 0.5,
+        "val_size": 96,
+    }
+    return Recipe(**{**defaults, **fields})
+
+
+def train(config=None, recipe_=None, **kwargs):
+    return train_model(
+        config or model_config(),
+        "synthetic",
+        recipe_ or recipe(),
+        device=CPU,
+        data_options=SYNTHETIC,
+        progress=False,
+        **kwargs,
+    )
+
+
+def test_a_kernelwarehouse_model_learns_the_generated_data():
+    result = train(recipe_=recipe(epochs=4))
+    assert [m["epoch"] for m in result.history] == [1, 2, 3, 4]
+    assert result.last["val_accuracy"] > 0.6  # four classes: chance is 0.25
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.params == sum(p.numel() for p in build_model(model_config()).parameters())
+
+
+def test_resuming_from_a_checkpoint_gives_the_same_final_weights(tmp_path):
+    uninterrupted = tmp_path / "whole"
+    train(checkpoint_dir=uninterrupted, recipe_=recipe(epochs=3, **{"seed": 5}))
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_two(metrics):
+        if metrics["epoch"] == 2:
+            raise Interrupt
+
+    interrupted = tmp_path / "interrupted"
+    with pytest.raises(Interrupt):
+        train(checkpoint_dir=interrupted, recipe_=recipe(epochs=3, seed=5), on_epoch=stop_after_two)
+    assert load_checkpoint(interrupted)["epoch"] == 2
+    resumed = train(checkpoint_dir=interrupted, recipe_=recipe(epochs=3, seed=5))
+    assert resumed.resumed_from_epoch == 2 and resumed.epochs == 3
+    whole, pieced = load_checkpoint(uninterrupted), load_checkpoint(interrupted)
+    assert whole["step"] == pieced["step"]
+    for key, value in whole["model"].items():
+        assert torch.equal(value, pieced["model"][key]), key
+    assert [m["val_accuracy"] for m in whole["history"]] == [m["val_accuracy"] for m in pieced["history"]]
+
+
+def test_a_checkpoint_of_another_run_is_refused(tmp_path):
+    train(checkpoint_dir=tmp_path, recipe_=recipe(epochs=1))
+    with pytest.raises(ValueError, match="different run"):
+        train(checkpoint_dir=tmp_path, recipe_=recipe(epochs=1, lr=0.01))
+
+
+def test_finished_run_is_not_repeated(tmp_path):
+    train(checkpoint_dir=tmp_path, recipe_=recipe(epochs=1))
+    again = train(checkpoint_dir=tmp_path, recipe_=recipe(epochs=1))
+    assert again.resumed_from_epoch == 1 and again.epochs == 1
+
+
+def test_temperature_follows_the_schedule_every_iteration():
+    schedule = {"shape": "linear", "start": 1.0, "end": 0.0, "epochs": 2}
+    seen = []
+
+    def record(model, step):
+        layer = next(m for m in model.modules() if isinstance(m, TemperatureControlled))
+        seen.append((step, float(layer.temperature)))
+
+    result = train(model_config(temperature=schedule), recipe(epochs=3), step_hooks=[record])
+    steps_per_epoch = len(seen) // 3
+    # the temperature in force during step s (1-based) was set from (s - 1) / steps_per_epoch
+    for step, value in seen:
+        assert value == pytest.approx(max(1.0 - (step - 1) / steps_per_epoch / 2, 0.0), abs=1e-6)
+    assert [step for step, _ in seen] == list(range(1, len(seen) + 1))
+    assert result.history[-1]["temperature"] == 0.0
+
+
+def test_a_diverging_run_stops_with_a_reason():
+    with pytest.raises(TrainingDiverged, match="lower the learning rate"):
+        train(config=model_config("static"), recipe_=recipe(epochs=2, lr=1e12, warmup_epochs=0))
+
+
+def test_model_and_data_must_agree():
+    wrong = parse_model_config(
+        {"backbone": "resnet18_cifar", "num_classes": 10, "in_chans": 1, "width": 0.125}
+    )
+    with pytest.raises(ModelConfigError, match="num_classes: 10, but synthetic has 4 classes"):
+        train(config=wrong)
+    with pytest.raises(RecipeError, match="batch_size"):
+        train(recipe_=recipe(batch_size=1000))
+
+
+def test_label_smoothing_clipping_and_adamw_run():
+    result = train(
+        config=model_config("odconv"),
+        recipe_=recipe(
+            epochs=1, optimizer="adamw", lr=2e-3, label_smoothing=0.1, grad_clip=1.0, augment=False
+        ),
+    )
+    assert result.epochs == 1 and 0 <= result.last["val_accuracy"] <= 1
+
+
+def test_test_set_only_when_asked():
+    assert "test_accuracy" not in train(recipe_=recipe(epochs=1)).last
+    assert 0 <= train(recipe_=recipe(epochs=1, evaluate_test=True)).last["test_accuracy"] <= 1
+
+
+KWSEARCH = Path(sys.executable).parent / "kwsearch"
+
+
+def test_cli_train_json_contract(tmp_path):
+    model = tmp_path / "model.yaml"
+    model.write_text(
+        yaml.safe_dump(
+            {"backbone": "resnet18_cifar", "num_classes": 10, "width": 0.125, "conv": {"family": "dyconv"}}
+        )
+    )
+    result = subprocess.run(
+        [
+            str(KWSEARCH),
+            "train",
+            str(model),
+            "--data",
+            "synthetic",
+            "--epochs",
+            "1",
+            "--train-subset",
+            "200",
+            "--batch-size",
+            "50",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {"val_accuracy", "params", "epochs", "seconds"} <= set(summary)
+    assert summary["epochs"] == 1 and isinstance(summary["params"], int)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data", "imagenet"], "imagenet"),
+        (["--data", "synthetic", "--epochs", "0"], "epochs"),
+        (["--data", "synthetic", "--train-subset", "5"], "train_subset"),
+    ],
+)
+def test_cli_train_bad_input_exits_2(tmp_path, args, message):
+    model = tmp_path / "model.yaml"
+    model.write_text(yaml.safe_dump({"backbone": "resnet18_cifar", "num_classes": 10, "width": 0.125}))
+    result = subprocess.run(
+        [str(KWSEARCH), "train", str(model), *args], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
