@@ -12,18 +12,16 @@ run it, chosen per call by :func:`kwsearch.nn.cost.cheapest`:
 
 from __future__ import annotations
 
-import math
-
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.nn import functional as F
-from torch.nn.modules.utils import _pair
 
-from kwsearch.nn.cost import PathCost, cheapest
-from kwsearch.nn.factory import ConvSpecError, LayerBuilder, LayerShape, register_family
-from kwsearch.nn.per_sample import grouped_conv, is_pointwise, output_size, pointwise_bmm
-from kwsearch.nn.temperature import SOFTMAX_DEFAULT_SCHEDULE, TemperatureControlled, TemperatureSchedule
+from kwsearch.nn.cost import PathCost
+from kwsearch.nn.factory import register_family
+from kwsearch.nn.kernel_bank import KernelBankBuilder, KernelBankConv2d
+from kwsearch.nn.per_sample import grouped_conv, is_pointwise, pointwise_bmm
+from kwsearch.nn.temperature import SOFTMAX_DEFAULT_SCHEDULE, TemperatureSchedule
 
 PATHS = ("assemble", "bank")
 
@@ -84,16 +82,14 @@ class _KernelAttention(nn.Module):
         return self.fc2(F.relu(self.fc1(pooled)))
 
 
-class DyConv2d(TemperatureControlled):
+class DyConv2d(KernelBankConv2d):
     """A 2-d DY-CNN convolution: ``kernel_num`` kernels mixed per sample by softmax attention.
 
     ``path`` forces an execution path (``"assemble"`` or ``"bank"``); None lets the cost model
     choose on every call.
     """
 
-    # The path of the published algorithm: MAC counts use it, so they describe the config, not
-    # whichever exact path a device happens to pick.
-    reference_path = "assemble"
+    paths = PATHS
 
     def __init__(
         self,
@@ -110,28 +106,18 @@ class DyConv2d(TemperatureControlled):
         reduction: float = 0.25,
         temperature: float = SOFTMAX_DEFAULT_SCHEDULE.start,
     ) -> None:
-        super().__init__(temperature)
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(
-                f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}"
-            )
-        if kernel_num < 1:
-            raise ValueError(f"kernel_num must be >= 1, got {kernel_num}")
-        if not 0 < reduction <= 1:
-            raise ValueError(f"reduction must be in (0, 1], got {reduction}")
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = _pair(kernel_size)
-        self.stride = _pair(stride)
-        self.padding = _pair(padding)
-        self.dilation = _pair(dilation)
-        self.groups = groups
-        self.kernel_num = kernel_num
-        self.path: str | None = None
-        self.weight = nn.Parameter(
-            torch.empty(kernel_num, out_channels, in_channels // groups, *self.kernel_size)
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            kernel_num=kernel_num,
+            reduction=reduction,
+            temperature=temperature,
         )
-        self.bias: nn.Parameter | None
         self.register_parameter("bias", nn.Parameter(torch.empty(kernel_num, out_channels)) if bias else None)
         self.attention = _KernelAttention(
             in_channels, max(int(in_channels * reduction), MIN_HIDDEN), kernel_num
@@ -140,20 +126,12 @@ class DyConv2d(TemperatureControlled):
 
     def reset_parameters(self) -> None:
         """The DY-CNN initialisation: every kernel and attention layer as a standalone ReLU layer."""
-        for kernel in self.weight.data:
-            nn.init.kaiming_normal_(kernel, mode="fan_out", nonlinearity="relu")
+        self.init_kernels()
         if self.bias is not None:
             nn.init.zeros_(self.bias)
         for fc in (self.attention.fc1, self.attention.fc2):
             nn.init.kaiming_normal_(fc.weight, mode="fan_out", nonlinearity="relu")
             nn.init.zeros_(fc.bias)
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-            f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
-            f"bias={self.bias is not None}, kernel_num={self.kernel_num}"
-        )
 
     def kernel_attention(self, x: torch.Tensor) -> torch.Tensor:
         """Returns the (B, K) softmax attention over the kernels for input ``x`` (B, C, H, W)."""
@@ -168,17 +146,8 @@ class DyConv2d(TemperatureControlled):
             self.kernel_size[0] * self.kernel_size[1],
             self.groups,
             self.kernel_num,
-            math.prod(output_size(x.shape[2:], self.kernel_size, self.stride, self.padding, self.dilation)),
+            self.output_positions(x),
         )
-
-    def select_path(self, x: torch.Tensor) -> str:
-        """Returns the forced ``path``, or the cheapest one for ``x``. Raises ValueError for an
-        unknown forced path."""
-        if self.path is None:
-            return cheapest(self.costs(x), x.device)
-        if self.path not in PATHS:
-            raise ValueError(f"DyConv2d.path must be one of {PATHS} or None, got {self.path!r}")
-        return self.path
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pi = self.kernel_attention(x)
@@ -213,27 +182,9 @@ class DyConv2d(TemperatureControlled):
         return y
 
 
-class DyConvBuilder(LayerBuilder):
-    options: DyConvOptions
-
-    def build(self, shape: LayerShape, name: str) -> nn.Module:
-        """Returns a :class:`DyConv2d` for ``shape``. Raises ConvSpecError for linear or non-2-d layers."""
-        if shape.linear or shape.dims != 2:
-            kind = "a linear layer" if shape.linear else f"a {shape.dims}-d convolution"
-            raise ConvSpecError(f"conv.family: dyconv builds 2-d convolutions only; layer {name!r} is {kind}")
-        return DyConv2d(
-            shape.in_channels,
-            shape.out_channels,
-            shape.kernel_size,
-            shape.stride,
-            shape.padding,
-            shape.dilation,
-            shape.groups,
-            shape.bias,
-            kernel_num=self.options.kernel_num,
-            reduction=self.options.reduction,
-            temperature=self.options.temperature.start,
-        )
+class DyConvBuilder(KernelBankBuilder):
+    family = "dyconv"
+    layer = DyConv2d
 
 
 register_family("dyconv", DyConvOptions, DyConvBuilder, builds_linear=False)

@@ -18,19 +18,18 @@ convolution.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.nn import functional as F
-from torch.nn.modules.utils import _pair
 
-from kwsearch.nn.cost import PathCost, cheapest
-from kwsearch.nn.factory import ConvSpecError, LayerBuilder, LayerShape, register_family
+from kwsearch.nn.cost import PathCost
+from kwsearch.nn.factory import register_family
+from kwsearch.nn.kernel_bank import KernelBankBuilder, KernelBankConv2d
 from kwsearch.nn.per_sample import grouped_conv, is_pointwise, output_size, pointwise_bmm
-from kwsearch.nn.temperature import SOFTMAX_DEFAULT_SCHEDULE, TemperatureControlled, TemperatureSchedule
+from kwsearch.nn.temperature import SOFTMAX_DEFAULT_SCHEDULE, TemperatureSchedule
 
 PATHS = ("assemble", "bank", "static_kernel")
 
@@ -133,16 +132,14 @@ class _OmniAttention(nn.Module):
         )
 
 
-class ODConv2d(TemperatureControlled):
+class ODConv2d(KernelBankConv2d):
     """A 2-d ODConv convolution with ``kernel_num`` kernels and four attentions.
 
     ``path`` forces an execution path (``"assemble"`` or ``"static_kernel"``); None lets the cost
     model choose on every call.
     """
 
-    # The path of the published algorithm: MAC counts use it, so they describe the config, not
-    # whichever exact path a device happens to pick.
-    reference_path = "assemble"
+    paths = PATHS
 
     def __init__(
         self,
@@ -159,28 +156,18 @@ class ODConv2d(TemperatureControlled):
         reduction: float = 0.0625,
         temperature: float = SOFTMAX_DEFAULT_SCHEDULE.start,
     ) -> None:
-        super().__init__(temperature)
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(
-                f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}"
-            )
-        if kernel_num < 1:
-            raise ValueError(f"kernel_num must be >= 1, got {kernel_num}")
-        if not 0 < reduction <= 1:
-            raise ValueError(f"reduction must be in (0, 1], got {reduction}")
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = _pair(kernel_size)
-        self.stride = _pair(stride)
-        self.padding = _pair(padding)
-        self.dilation = _pair(dilation)
-        self.groups = groups
-        self.kernel_num = kernel_num
-        self.path: str | None = None
-        self.weight = nn.Parameter(
-            torch.empty(kernel_num, out_channels, in_channels // groups, *self.kernel_size)
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            kernel_num=kernel_num,
+            reduction=reduction,
+            temperature=temperature,
         )
-        self.bias: nn.Parameter | None
         self.register_parameter("bias", nn.Parameter(torch.empty(out_channels)) if bias else None)
         self.attention = _OmniAttention(
             in_channels,
@@ -194,8 +181,7 @@ class ODConv2d(TemperatureControlled):
 
     def reset_parameters(self) -> None:
         """The reference initialisation: kernels and heads as standalone ReLU layers, BN identity."""
-        for kernel in self.weight.data:
-            nn.init.kaiming_normal_(kernel, mode="fan_out", nonlinearity="relu")
+        self.init_kernels()
         if self.bias is not None:
             nn.init.zeros_(self.bias)
         for m in self.attention.modules():
@@ -204,13 +190,6 @@ class ODConv2d(TemperatureControlled):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
         self.attention.bn.reset_parameters()  # weight 1, bias 0, fresh running statistics
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-            f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
-            f"bias={self.bias is not None}, kernel_num={self.kernel_num}"
-        )
 
     def attentions(self, x: torch.Tensor) -> Attentions:
         """Returns the four attentions for input ``x`` (B, C, H, W)."""
@@ -226,21 +205,15 @@ class ODConv2d(TemperatureControlled):
             self.groups,
             self.kernel_num,
             x.shape[2] * x.shape[3],
-            math.prod(output_size(x.shape[2:], self.kernel_size, self.stride, self.padding, self.dilation)),
+            self.output_positions(x),
         )
 
-    def select_path(self, x: torch.Tensor) -> str:
-        """Returns the forced ``path``, or the cheapest one for ``x``. Raises ValueError for an
-        unknown forced path, or ``static_kernel`` on a layer whose kernel varies per sample."""
-        if self.path is None:
-            return cheapest(self.costs(x), x.device)
-        if self.path not in PATHS:
-            raise ValueError(f"ODConv2d.path must be one of {PATHS} or None, got {self.path!r}")
-        if self.path == "static_kernel" and (self.kernel_size != (1, 1) or self.kernel_num != 1):
-            raise ValueError("ODConv2d.path 'static_kernel' needs a 1x1 kernel and kernel_num == 1")
-        if self.path == "bank" and self.groups != 1:
-            raise ValueError("ODConv2d.path 'bank' needs groups == 1")
-        return self.path
+    def path_unavailable(self, path: str) -> str | None:
+        if path == "static_kernel" and (self.kernel_size != (1, 1) or self.kernel_num != 1):
+            return "needs a 1x1 kernel and kernel_num == 1"
+        if path == "bank" and self.groups != 1:
+            return "needs groups == 1"
+        return None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         att = self.attentions(x)
@@ -291,27 +264,9 @@ class ODConv2d(TemperatureControlled):
         return grouped_conv(x, kernels, None, self.stride, self.padding, self.dilation, self.groups)
 
 
-class ODConvBuilder(LayerBuilder):
-    options: ODConvOptions
-
-    def build(self, shape: LayerShape, name: str) -> nn.Module:
-        """Returns an :class:`ODConv2d` for ``shape``. Raises ConvSpecError for linear or non-2-d layers."""
-        if shape.linear or shape.dims != 2:
-            kind = "a linear layer" if shape.linear else f"a {shape.dims}-d convolution"
-            raise ConvSpecError(f"conv.family: odconv builds 2-d convolutions only; layer {name!r} is {kind}")
-        return ODConv2d(
-            shape.in_channels,
-            shape.out_channels,
-            shape.kernel_size,
-            shape.stride,
-            shape.padding,
-            shape.dilation,
-            shape.groups,
-            shape.bias,
-            kernel_num=self.options.kernel_num,
-            reduction=self.options.reduction,
-            temperature=self.options.temperature.start,
-        )
+class ODConvBuilder(KernelBankBuilder):
+    family = "odconv"
+    layer = ODConv2d
 
 
 register_family("odconv", ODConvOptions, ODConvBuilder, builds_linear=False)

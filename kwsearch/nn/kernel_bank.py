@@ -1,0 +1,134 @@
+"""The frame DY-CNN and ODConv share: a 2-d convolution with a bank of K kernels mixed per sample.
+
+It holds the geometry, the bank, and the choice among a family's exact execution paths; the
+families add their attention, their bias and the paths themselves.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+from torch import nn
+from torch.nn.modules.utils import _pair
+
+from kwsearch.nn.cost import PathCost, cheapest
+from kwsearch.nn.factory import ConvSpecError, LayerBuilder, LayerShape
+from kwsearch.nn.per_sample import output_size
+from kwsearch.nn.temperature import TemperatureControlled
+
+
+class KernelBankConv2d(TemperatureControlled):
+    """Base of 2-d convolutions whose kernel is a per-sample mixture of ``kernel_num`` kernels.
+
+    ``path`` forces one of ``paths``; None lets the cost model choose on every call.
+    """
+
+    paths: ClassVar[tuple[str, ...]] = ()
+    # The path of the published algorithm: MAC counts use it, so they describe the config, not
+    # whichever exact path a device happens to pick.
+    reference_path = "assemble"
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int],
+        padding: int | tuple[int, int],
+        dilation: int | tuple[int, int],
+        groups: int,
+        *,
+        kernel_num: int,
+        reduction: float,
+        temperature: float,
+    ) -> None:
+        super().__init__(temperature)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}"
+            )
+        if kernel_num < 1:
+            raise ValueError(f"kernel_num must be >= 1, got {kernel_num}")
+        if not 0 < reduction <= 1:
+            raise ValueError(f"reduction must be in (0, 1], got {reduction}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = _pair(kernel_size)
+        self.stride = _pair(stride)
+        self.padding = _pair(padding)
+        self.dilation = _pair(dilation)
+        self.groups = groups
+        self.kernel_num = kernel_num
+        self.path: str | None = None
+        self.weight = nn.Parameter(
+            torch.empty(kernel_num, out_channels, in_channels // groups, *self.kernel_size)
+        )
+        self.bias: nn.Parameter | None
+        self.register_parameter("bias", None)  # families register theirs (shapes differ)
+
+    def init_kernels(self) -> None:
+        """Each kernel initialised as a standalone ReLU layer, as both references do."""
+        for kernel in self.weight.data:
+            nn.init.kaiming_normal_(kernel, mode="fan_out", nonlinearity="relu")
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
+            f"bias={self.bias is not None}, kernel_num={self.kernel_num}"
+        )
+
+    def output_positions(self, x: torch.Tensor) -> int:
+        """Ho * Wo for input ``x``."""
+        return math.prod(output_size(x.shape[2:], self.kernel_size, self.stride, self.padding, self.dilation))
+
+    def costs(self, x: torch.Tensor) -> dict[str, PathCost]:
+        """The estimated cost of each path that applies to input ``x``."""
+        raise NotImplementedError
+
+    def path_unavailable(self, path: str) -> str | None:
+        """Why forcing ``path`` cannot work on this layer, or None when it can."""
+        return None
+
+    def select_path(self, x: torch.Tensor) -> str:
+        """The forced ``path``, or the cheapest one for ``x``. Raises ValueError for an unknown
+        forced path or one this layer cannot take."""
+        if self.path is None:
+            return cheapest(self.costs(x), x.device)
+        name = type(self).__name__
+        if self.path not in self.paths:
+            raise ValueError(f"{name}.path must be one of {self.paths} or None, got {self.path!r}")
+        reason = self.path_unavailable(self.path)
+        if reason is not None:
+            raise ValueError(f"{name}.path {self.path!r} {reason}")
+        return self.path
+
+
+class KernelBankBuilder(LayerBuilder):
+    """Builds a family's :class:`KernelBankConv2d`; these families make 2-d convolutions only."""
+
+    family: ClassVar[str]
+    layer: ClassVar[type[KernelBankConv2d]]
+
+    def build(self, shape: LayerShape, name: str) -> nn.Module:
+        """The family's layer for ``shape``. Raises ConvSpecError for linear or non-2-d layers."""
+        if shape.linear or shape.dims != 2:
+            kind = "a linear layer" if shape.linear else f"a {shape.dims}-d convolution"
+            raise ConvSpecError(
+                f"conv.family: {self.family} builds 2-d convolutions only; layer {name!r} is {kind}"
+            )
+        return self.layer(
+            shape.in_channels,
+            shape.out_channels,
+            shape.kernel_size,
+            shape.stride,
+            shape.padding,
+            shape.dilation,
+            shape.groups,
+            shape.bias,
+            kernel_num=self.options.kernel_num,
+            reduction=self.options.reduction,
+            temperature=self.options.temperature.start,
+        )
