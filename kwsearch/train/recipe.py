@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -36,6 +37,12 @@ class Recipe(BaseModel):
     resolution: tuple[int, int] | None = None
     augment: bool = True
     evaluate_test: bool = False  # only replay reports the test set
+
+    def uses_bf16(self, device: torch.device) -> bool:
+        return self.amp == "bf16" or (self.amp == "auto" and device.type == "cuda")
+
+    def uses_channels_last(self, device: torch.device) -> bool:
+        return self.channels_last == "on" or (self.channels_last == "auto" and device.type == "cuda")
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:

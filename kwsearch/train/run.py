@@ -101,7 +101,7 @@ def train_model(
             f"batch_size: {recipe.batch_size} exceeds the {len(train_idx)} training images left after the "
             "validation split and the subset"
         )
-    channels_last = recipe.channels_last == "on" or (recipe.channels_last == "auto" and device.type == "cuda")
+    channels_last = recipe.uses_channels_last(device)
     augmentation = None if recipe.augment else Augmentation()
     train = train_loader(
         dataset,

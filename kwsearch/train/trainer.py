@@ -8,6 +8,7 @@ only host-device synchronisations are the divergence check and the end-of-epoch 
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -60,8 +61,7 @@ class TrainResult:
 
 
 def _autocast(device: torch.device, recipe: Recipe):
-    enabled = recipe.amp == "bf16" or (recipe.amp == "auto" and device.type == "cuda")
-    if not enabled:
+    if not recipe.uses_bf16(device):
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
@@ -97,10 +97,6 @@ def evaluate(
     return loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1)
 
 
-def _same_run(saved: dict[str, Any], run_info: dict[str, Any]) -> bool:
-    return saved.get("run") == run_info
-
-
 def fit(
     model: nn.Module,
     train: BatchSource,
@@ -126,14 +122,14 @@ def fit(
     started = time.perf_counter()
     run_info = run_info or {}
     model.to(device)
-    if recipe.channels_last == "on" or (recipe.channels_last == "auto" and device.type == "cuda"):
+    if recipe.uses_channels_last(device):
         model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, recipe)
     history: list[dict[str, float]] = []
     first_epoch, step = 0, 0
     saved = load_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
     if saved is not None:
-        if not _same_run(saved, run_info):
+        if saved.get("run") != run_info:
             raise ValueError(
                 f"{checkpoint_dir}: holds a checkpoint of a different run (model config, data or recipe "
                 "differ); remove it or choose another checkpoint directory"
@@ -180,8 +176,9 @@ def fit(
                         f"the training loss became {loss_sum.item()} at epoch {epoch + 1}, step {step} "
                         f"(lr {lr:.3g}); lower the learning rate or set grad_clip"
                     )
-            train_loss = loss_sum.item() / max(seen, 1)
-            if not torch.isfinite(torch.tensor(train_loss)):
+            train_loss = loss_sum.item() / max(seen, 1)  # synchronises: the pass has finished
+            train_seconds = time.perf_counter() - epoch_started
+            if not math.isfinite(train_loss):
                 raise TrainingDiverged(
                     f"the training loss became {train_loss} in epoch {epoch + 1}; lower the learning rate "
                     "or set grad_clip"
@@ -198,6 +195,7 @@ def fit(
                 "temperature": temperature.value(step / steps_per_epoch, recipe.epochs)
                 if temperature
                 else None,
+                "train_seconds": train_seconds,
                 "epoch_seconds": time.perf_counter() - epoch_started,
             }
             if test is not None:
