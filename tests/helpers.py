@@ -1,6 +1,12 @@
-"""Shared test tools: a trained-looking parameter state and the plain per-sample reference."""
+"""Shared test tools: a trained-looking parameter state, the plain per-sample reference, and a
+local HTTP mirror for download tests."""
 
 from __future__ import annotations
+
+import http.server
+import threading
+from contextlib import contextmanager
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -41,3 +47,17 @@ def assert_rel_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float =
     scale = expected.abs().max().clamp_min(1e-12)
     error = ((actual - expected).abs().max() / scale).item()
     assert error < rtol, f"relative error {error:.3g} >= {rtol}"
+
+
+@contextmanager
+def serving(folder):
+    """Serve ``folder`` over HTTP on the loopback interface; yields the base URL."""
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()

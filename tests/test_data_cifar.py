@@ -3,13 +3,9 @@ download and checksum path through a local mirror, and refusal of foreign pickle
 
 import dataclasses
 import hashlib
-import http.server
 import io
 import pickle
 import tarfile
-import threading
-from contextlib import contextmanager
-from functools import partial
 
 import numpy as np
 import pytest
@@ -24,6 +20,7 @@ from kwsearch.data import (
     load_dataset,
     read_cifar_archive,
 )
+from tests.helpers import serving
 
 
 @pytest.fixture
@@ -68,19 +65,6 @@ def cifar100_archive() -> bytes:
     return _archive(
         {"cifar-100-python/train": _batch(4, 0, keys), "cifar-100-python/test": _batch(2, 50, keys)}
     )
-
-
-@contextmanager
-def serving(folder):
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_cifar10_archive_is_decoded_to_nchw_uint8():

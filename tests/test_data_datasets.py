@@ -3,10 +3,6 @@
 import dataclasses
 import gzip
 import hashlib
-import http.server
-import threading
-from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -24,6 +20,7 @@ from kwsearch.data import (
     mnist,
     synthetic,
 )
+from tests.helpers import serving
 
 needs_fashion_mnist = pytest.mark.skipif(
     not Path(FASHION_MNIST.system_dirs[0]).is_dir(),
@@ -36,19 +33,6 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.delenv("KWSEARCH_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     return tmp_path
-
-
-@contextmanager
-def serving(folder):
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @needs_fashion_mnist

@@ -1,10 +1,7 @@
 """Fashion-MNIST sources: the real Debian files, checksum failures, download from a local mirror."""
 
 import gzip
-import http.server
 import shutil
-import threading
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -12,6 +9,7 @@ import torch
 
 from kwsearch.data import FASHION_MNIST, DataSourceError, fashion_mnist, locate_files, read_idx_bytes
 from kwsearch.data.sources import DatasetSpec, FileSpec
+from tests.helpers import serving
 
 SYSTEM_DIR = Path(FASHION_MNIST.system_dirs[0])
 needs_system_copy = pytest.mark.skipif(
@@ -75,12 +73,8 @@ def local_mirror(tmp_path):
     labels = bytes([0, 0, 8, 1, 0, 0, 0, 2, 3, 7])
     (served / "images.gz").write_bytes(gzip.compress(images))
     (served / "labels.gz").write_bytes(gzip.compress(labels))
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/", images, labels
-    server.shutdown()
+    with serving(served) as url:
+        yield url, images, labels
 
 
 def test_download_verifies_and_caches(isolated, local_mirror):
