@@ -9,14 +9,13 @@ read again. It is written to a temporary file and renamed, so a reader never see
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from kwsearch.atomic import torch_save_atomically
 from kwsearch.data.resize import as_size
 from kwsearch.data.sources import DataSourceError
 
@@ -90,14 +89,7 @@ def _load_cache(path: Path, key: str) -> dict | None:
 
 def _save_cache(path: Path, payload: dict) -> None:
     try:
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as out:
-                torch.save(payload, out)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        torch_save_atomically(payload, path)
     except OSError as error:  # a read-only data folder still loads, only without the cache
         warnings.warn(f"could not write the image cache {path}: {error}", stacklevel=3)
 

@@ -28,12 +28,17 @@ class DropPath(nn.Module):
         return f"rate={self.rate}"
 
 
+def nearest_multiple(value: float, divisor: int = 8) -> int:
+    """``value`` rounded to the nearest multiple of ``divisor``, at least ``divisor``."""
+    return max(divisor, int(value + divisor / 2) // divisor * divisor)
+
+
 def scaled(channels: int, width: float, divisor: int = 8) -> int:
     """``channels * width`` rounded to a multiple of ``divisor`` (at least ``divisor``), so that
     narrow proxies keep channel counts with common divisors for KernelWarehouse cells."""
     if width == 1.0:
         return channels
-    return max(divisor, int(channels * width + divisor / 2) // divisor * divisor)
+    return nearest_multiple(channels * width, divisor)
 
 
 def static_modules(module: nn.Module) -> Iterator[nn.Module]:

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kwsearch.models.layers import DropPath, static_modules
+from kwsearch.models.layers import DropPath, nearest_multiple, static_modules
 from kwsearch.models.registry import register_backbone
 from kwsearch.nn import ConvFactory
 
@@ -62,7 +62,7 @@ KW1D2X_CONV: dict[str, Any] = {
 def make_divisible(value: float, divisor: int = 8) -> int:
     """``value`` rounded to the nearest multiple of ``divisor`` (at least ``divisor``), moved up one
     step where rounding would lose more than 10% (the TensorFlow MobileNet rule)."""
-    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    rounded = nearest_multiple(value, divisor)
     if rounded < 0.9 * value:
         rounded += divisor
     return rounded

@@ -1,13 +1,13 @@
-"""Checkpoints: everything needed to continue a run exactly, written so a crash never leaves a
-half-written file behind (temporary file, then an atomic rename)."""
+"""Checkpoints: everything needed to continue a run exactly, written atomically."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from kwsearch.atomic import torch_save_atomically
 
 CHECKPOINT_NAME = "last.pt"
 
@@ -16,9 +16,7 @@ def save_checkpoint(directory: Path, state: dict[str, Any]) -> Path:
     """Write ``state`` to ``directory/last.pt`` atomically; returns the path."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / CHECKPOINT_NAME
-    partial = path.with_name(path.name + ".part")
-    torch.save(state, partial)
-    os.replace(partial, path)
+    torch_save_atomically(state, path)
     return path
 
 
