@@ -185,5 +185,48 @@ def train(
         typer.echo(f"{result.params:,} parameters, val accuracy {accuracy:.4f}, {result.seconds:.1f} s")
 
 
+@app.command()
+def search(
+    study_yaml: Path = typer.Argument(..., help="A study (YAML): space, data, proxy recipe, budget..."),
+    trials: int | None = typer.Option(
+        None, "--trials", help="Trained trials wanted in all (default: the study's)."
+    ),
+    name: str | None = typer.Option(
+        None, "--name", help="Store under this study name (default: the file's)."
+    ),
+    storage: str | None = typer.Option(
+        None, "--storage", help="Optuna storage URL (default: sqlite under runs/NAME/)."
+    ),
+    address: str | None = typer.Option(None, "--address", help="Join this Ray cluster (default: local Ray)."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where studies keep their files."),
+    as_json: bool = typer.Option(False, "--json", help="End with one JSON line: the study's summary."),
+) -> None:
+    """Run a study, or continue it where it stopped, and print its front."""
+    from kwsearch.search import StudyError, load_study
+    from kwsearch.search.runner import StudyBusy, run_search
+
+    try:
+        study = load_study(study_yaml, name=name)
+        if trials is not None and trials < 1:
+            raise StudyError(f"--trials: must be >= 1, got {trials}")
+        summary = run_search(study, trials=trials, storage=storage, address=address, runs_dir=runs_dir)
+    except StudyError as error:
+        raise _bad_input(str(error)) from None
+    except StudyBusy as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=1) from None
+    if summary.stop_reason:
+        typer.echo(f"warning: stopped early: {summary.stop_reason}", err=True)
+    if as_json:
+        typer.echo(json.dumps(summary.as_dict()))
+        return
+    typer.echo(
+        f"{summary.name}: {summary.complete} complete, {summary.pruned} pruned, {summary.failed} failed, "
+        f"{summary.infeasible} infeasible; front: trials {', '.join(map(str, summary.pareto)) or 'none'}; "
+        f"hypervolume {summary.hypervolume:.4f}"
+    )
+    typer.echo(f"storage: {storage or study.settings.storage or runs_dir / study.name / 'study.db'}")
+
+
 def main() -> None:
     app()

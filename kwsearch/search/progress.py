@@ -1,0 +1,109 @@
+"""The live view of a running search: trials by status, the budget spent, the current front and
+its hypervolume. A rich panel in a terminal; one line per finished trial when piped."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+import optuna
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from kwsearch.search.records import StudySummary, front_of, status_of, summarize, trial_objectives
+
+REFRESH_SECONDS = 1.0
+
+
+def _format(name: str, value: float) -> str:
+    return f"{value:.4f}" if name == "accuracy" else f"{value / 1e6:.3f}M"
+
+
+class SearchProgress:
+    """Call :meth:`changed` whenever the storage changed; it redraws at most once a second."""
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        references: optuna.Study,
+        budget_line: Callable[[StudySummary], str],
+        enabled: bool | None = None,
+    ) -> None:
+        self.study = study
+        self.references = references
+        self.budget_line = budget_line
+        self.interactive = sys.stderr.isatty() if enabled is None else enabled
+        self._console = Console(stderr=True)
+        self._live: Live | None = None
+        self._last_draw = 0.0
+        self._announced: set[tuple[str, int]] = set()
+
+    def __enter__(self) -> SearchProgress:
+        if self.interactive:
+            self._live = Live(console=self._console, refresh_per_second=2, transient=False)
+            self._live.__enter__()
+        self.changed(force=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.changed(force=True)
+        if self._live is not None:
+            self._live.__exit__(*exc)
+
+    def changed(self, force: bool = False) -> None:
+        if self.interactive:
+            now = time.monotonic()
+            if force or now - self._last_draw >= REFRESH_SECONDS:
+                self._last_draw = now
+                self._live.update(self._render(summarize(self.study, self.references)))
+        else:
+            self._announce_finished()
+
+    def _announce_finished(self) -> None:
+        objectives = self.study.user_attrs["objectives"]
+        for study, kind in ((self.references, "reference"), (self.study, "trial")):
+            for trial in study.get_trials(deepcopy=False):
+                status = status_of(trial)
+                if status in ("running", "waiting", "duplicate") or (kind, trial.number) in self._announced:
+                    continue
+                self._announced.add((kind, trial.number))
+                label = trial.user_attrs.get("reference") or f"{trial.number}"
+                values = trial_objectives(trial, objectives)
+                detail = (
+                    "  ".join(f"{n} {_format(n, v)}" for n, v in values.items())
+                    if values
+                    else trial.user_attrs.get("error", "")
+                )
+                print(f"{kind} {label}: {status}  {detail}", file=sys.stderr, flush=True)
+
+    def _render(self, summary: StudySummary) -> Group:
+        counts = Table.grid(padding=(0, 2))
+        counts.add_row(
+            f"[bold]{summary.name}[/]",
+            f"complete {summary.complete}",
+            f"running {summary.running}",
+            f"pruned {summary.pruned}",
+            f"failed {summary.failed}",
+            f"infeasible {summary.infeasible}",
+        )
+        counts.add_row("", self.budget_line(summary), f"hypervolume {summary.hypervolume:.4f}")
+        front = Table(title="current front", title_justify="left")
+        front.add_column("trial", justify="right")
+        for name in summary.objectives:
+            front.add_column(name, justify="right")
+        front.add_column("config")
+        objectives = summary.objectives
+        for trial in sorted(
+            front_of(self.study.get_trials(deepcopy=False), objectives), key=lambda t: t.number
+        ):
+            values = trial_objectives(trial, objectives)
+            front.add_row(
+                str(trial.number),
+                *(_format(n, values[n]) for n in objectives),
+                " ".join(f"{k}={v}" for k, v in trial.params.items()),
+            )
+        for label, values in summary.references.items():
+            front.add_row(f"[dim]{label}[/]", *(f"[dim]{_format(n, values[n])}[/]" for n in objectives), "")
+        return Group(counts, front)

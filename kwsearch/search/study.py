@@ -1,0 +1,324 @@
+"""Study files: what to search (the space), on what data, with which proxy recipe, objectives,
+budgets, sampler, early stopping, resources and storage, and how winners are replayed.
+
+Every study file is validated completely before anything runs; :class:`StudyError` names the
+file and the field.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kwsearch.models import ModelConfigError, backbone_names, parse_model_config
+from kwsearch.models.presets import kw_preset
+from kwsearch.nn import family_names
+from kwsearch.search.space import Dimension, Space, SpaceError
+from kwsearch.train import Recipe
+
+OBJECTIVES = ("accuracy", "params", "effective_params", "macs")  # accuracy maximised, the rest minimised
+SAMPLERS = ("tpe", "nsga2", "gp", "random", "grid")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?(?:e[+-]?\d+)?)\s*x\s*$", re.IGNORECASE)
+
+
+class StudyError(ValueError):
+    """A study that cannot run; the message names the file and the field."""
+
+
+def _strict() -> ConfigDict:
+    return ConfigDict(extra="forbid", frozen=True)
+
+
+class Limit(BaseModel):
+    """A parameter or MAC budget: absolute (``2.5e6``) or relative to the static baseline (``0.5x``)."""
+
+    model_config = _strict()
+    value: float = Field(gt=0)
+    relative: bool = False
+
+    def resolve(self, baseline: int) -> float:
+        return self.value * baseline if self.relative else self.value
+
+    def __str__(self) -> str:
+        return f"{self.value:g}x the static baseline" if self.relative else f"{self.value:,.0f}"
+
+
+def _parse_limit(value: Any) -> Any:
+    if isinstance(value, str):
+        match = _RELATIVE.match(value)
+        if match:
+            return {"value": float(match.group(1)), "relative": True}
+        try:
+            return {"value": float(value)}
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is neither a number (2.5e6) nor a factor of the baseline (0.5x)"
+            ) from None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return {"value": value}
+    return value
+
+
+class Budget(BaseModel):
+    model_config = _strict()
+    params: Limit | None = None
+    effective_params: Limit | None = None
+    macs: Limit | None = None
+    trials: int | None = Field(default=None, ge=1)  # trained trials (infeasible configs cost nothing)
+    wall_clock: float | None = Field(default=None, gt=0)  # seconds; no trial starts after it
+    gpu_hours: float | None = Field(default=None, gt=0)
+
+    @field_validator("params", "effective_params", "macs", mode="before")
+    @classmethod
+    def _limit(cls, value: Any) -> Any:
+        return _parse_limit(value)
+
+    @field_validator("wall_clock", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            match = _DURATION.match(value)
+            if not match:
+                raise ValueError(f"{value!r} is not a duration (seconds, or e.g. 90s, 30m, 2h)")
+            return float(match.group(1)) * _SECONDS[match.group(2)]
+        return value
+
+    def limits(self) -> dict[str, Limit]:
+        """The constrained quantities (params, effective_params, macs) and their limits."""
+        return {k: v for k in ("params", "effective_params", "macs") if (v := getattr(self, k)) is not None}
+
+
+class SamplerSettings(BaseModel):
+    model_config = _strict()
+    name: Literal["tpe", "nsga2", "gp", "random", "grid"] = "tpe"
+    seed: int = 0
+    seeds: list[int] = Field(default_factory=lambda: [0])  # grid: train every combination once per seed
+    options: dict[str, Any] = Field(default_factory=dict)  # passed to the Optuna sampler
+
+
+class EarlyStopping(BaseModel):
+    """Pareto-aware successive halving: at epochs ``min_epochs * reduction_factor**k`` a trial
+    continues only if it ranks in the best ``1/reduction_factor`` of the trials that reached
+    that epoch, ranked by non-dominated sorting of (accuracy so far, parameters)."""
+
+    model_config = _strict()
+    enabled: bool = True
+    min_epochs: int = Field(default=1, ge=1)
+    reduction_factor: float = Field(default=3.0, gt=1)
+
+
+class Resources(BaseModel):
+    model_config = _strict()
+    cpu: float = Field(default=1.0, gt=0)
+    gpu: float = Field(default=0.0, ge=0)  # fractions let several proxy trials share one GPU
+    max_concurrent: int | None = Field(default=None, ge=1)
+    threads: int | None = Field(default=None, ge=1)  # torch threads per trial (default: its CPUs)
+
+
+class Reference(BaseModel):
+    """A trial trained beside the search to read the front against: the static baseline, a
+    KernelWarehouse preset, or any model (overrides of the space's fixed values)."""
+
+    model_config = _strict()
+    label: str
+    model: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataSettings(BaseModel):
+    model_config = _strict()
+    name: str
+    root: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ReplaySettings(BaseModel):
+    model_config = _strict()
+    recipe: Recipe = Field(default_factory=lambda: Recipe(evaluate_test=True))
+    seeds: list[int] = Field(default_factory=lambda: [0])
+
+
+class StudySettings(BaseModel):
+    model_config = _strict()
+    name: str | None = None
+    space: str | dict[str, Any]
+    data: DataSettings
+    proxy: Recipe = Field(default_factory=Recipe)
+    objectives: list[Literal["accuracy", "params", "effective_params", "macs"]] = Field(
+        default_factory=lambda: ["accuracy", "params"]
+    )
+    budget: Budget = Field(default_factory=Budget)
+    sampler: SamplerSettings = Field(default_factory=SamplerSettings)
+    early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
+    resources: Resources = Field(default_factory=Resources)
+    storage: str | None = None
+    retries: int = Field(default=0, ge=0)
+    references: list[Reference] = Field(default_factory=lambda: [Reference(label="static")])
+    replay: ReplaySettings = Field(default_factory=ReplaySettings)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str | None) -> str | None:
+        if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise ValueError("letters, digits, '_', '.', '-' only (it names a folder under runs/)")
+        return name
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _data(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("sampler", mode="before")
+    @classmethod
+    def _sampler(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("early_stopping", mode="before")
+    @classmethod
+    def _early_stopping(cls, value: Any) -> Any:
+        return {"enabled": value} if isinstance(value, bool) else value
+
+    @field_validator("references", mode="before")
+    @classmethod
+    def _references(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"label": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, names: list[str]) -> list[str]:
+        if not names or names[0] != "accuracy" or len(set(names)) != len(names) or len(names) < 2:
+            raise ValueError(
+                "start with accuracy, then one or more of params, effective_params, macs (no repeats)"
+            )
+        return names
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudySettings:
+        if self.proxy.evaluate_test:
+            raise ValueError("proxy.evaluate_test: the proxy never looks at the test set (replay does)")
+        return self
+
+
+class Study:
+    """A validated study: its settings, its space, and the file it came from."""
+
+    def __init__(self, settings: StudySettings, space: Space, source: Path | None) -> None:
+        self.settings = settings
+        self.space = space
+        self.source = source
+        self.name = settings.name or (source.stem if source else "study")
+
+    @property
+    def where(self) -> str:
+        return str(self.source) if self.source else "study"
+
+    def reference_configs(self) -> dict[str, dict[str, Any]]:
+        """Each reference's model config: the space's lowest values, the preset's conv spec (or
+        ``static``), and the reference's own overrides."""
+        base, _ = self.space.sample(Dimension.lowest)
+        configs = {}
+        for reference in self.settings.references:
+            config = dict(base)
+            if reference.label == "static":
+                config["conv"] = {"family": "static"}
+            elif reference.label.startswith("kw_"):
+                config["conv"] = kw_preset(config["backbone"], reference.label)
+            config.update(reference.model)
+            configs[reference.label] = config
+        return configs
+
+
+def _field(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "<study>"
+
+
+def parse_study(data: Any, source: Path | None = None, name: str | None = None) -> Study:
+    """Validate a study mapping (and its space). Raises StudyError naming ``source`` and the field."""
+    where = str(source) if source else "study"
+    if not isinstance(data, dict):
+        raise StudyError(f"{where}: a study is a mapping, got {type(data).__name__}")
+    try:
+        settings = StudySettings.model_validate(data)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{_field(e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in error.errors()
+        )
+        raise StudyError(f"{where}: {problems}") from None
+    if name is not None:
+        settings = settings.model_copy(update={"name": name})
+    space = _load_space(settings.space, source)
+    study = Study(settings, space, source)
+    _check_space_and_references(study)
+    if settings.sampler.name == "grid":
+        try:
+            space.grid()
+        except SpaceError as error:
+            raise StudyError(f"{where}: sampler: grid: {error}") from None
+    return study
+
+
+def load_study(path: str | Path, name: str | None = None) -> Study:
+    """Read and validate a study file. Raises StudyError naming the file and the field."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise StudyError(f"{path}: cannot read ({error.strerror})") from None
+    except yaml.YAMLError as error:
+        raise StudyError(f"{path}: not valid YAML ({error})") from None
+    return parse_study(data, path, name)
+
+
+def _load_space(space: str | dict[str, Any], source: Path | None) -> Space:
+    if isinstance(space, dict):
+        where = f"{source}: space" if source else "space"
+        tree = space
+    else:
+        path = Path(space)
+        if not path.is_absolute() and source is not None:
+            path = source.parent / path
+        where = str(path)
+        try:
+            tree = yaml.safe_load(path.read_text())
+        except OSError as error:
+            raise StudyError(f"{source}: space: cannot read {path} ({error.strerror})") from None
+        except yaml.YAMLError as error:
+            raise StudyError(f"{path}: not valid YAML ({error})") from None
+    try:
+        return Space(tree, where, family_names())
+    except SpaceError as error:
+        raise StudyError(str(error)) from None
+
+
+def _check_space_and_references(study: Study) -> None:
+    """The space's lowest config and every reference must be valid model configs."""
+    space = study.space
+    try:
+        config, _ = space.sample(Dimension.lowest)
+    except SpaceError as error:
+        raise StudyError(str(error)) from None
+    if config.get("backbone") not in backbone_names():
+        raise StudyError(
+            f"{space.source}: backbone: {config.get('backbone')!r} is not one of "
+            + ", ".join(backbone_names())
+        )
+    try:
+        parse_model_config(config, space.source)
+    except ModelConfigError as error:
+        raise StudyError(str(error)) from None
+    try:
+        references = study.reference_configs()
+    except KeyError as error:
+        raise StudyError(f"{study.where}: references: {error.args[0]}") from None
+    for label, reference in references.items():
+        try:
+            parse_model_config(reference, f"{study.where}: references.{label}")
+        except ModelConfigError as error:
+            raise StudyError(str(error)) from None
