@@ -93,7 +93,7 @@ def check_feasible(study: Study, budget: ResolvedBudget) -> None:
     smallest: Costs | None = None
     for config, _ in study.space.enumerate(every_choice_lowest_number, limit=FEASIBILITY_PROBES):
         try:
-            costs = costs_of(parse_model_config(config))
+            costs = costs_of(parse_model_config(config), macs=budget.counts_macs)
         except ModelConfigError:
             continue
         if budget.feasible(costs):

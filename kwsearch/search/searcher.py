@@ -246,7 +246,8 @@ class OptunaBudgetSearcher(Searcher):
         trial.set_user_attr("config", config)
         trial.set_user_attr("seed", seed)
         try:
-            costs = costs_of(parse_model_config(config, self.plan.space.source))
+            model_config = parse_model_config(config, self.plan.space.source)
+            costs = costs_of(model_config, macs=self.plan.budget.counts_macs)
         except ModelConfigError as error:
             unbuildable = {"buildable": 1.0, **dict.fromkeys(self.plan.budget.limits, 0.0)}
             self._infeasible(trial, unbuildable, None, f"invalid config: {error}")
@@ -257,6 +258,9 @@ class OptunaBudgetSearcher(Searcher):
             self._infeasible(trial, constraints, costs, f"over budget: {self.plan.budget.describe(costs)}")
             return None
         _constrain(trial, constraints)
+        if costs.macs is None:  # it will train: worth the MAC count for the record
+            costs = costs_of(model_config)
+            trial.set_user_attr("costs", costs.as_dict())
         identity = _identity(config, seed)
         if identity in self._trained:
             self._duplicate(trial, self._trained[identity])
