@@ -7,13 +7,16 @@ file and the field.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from optuna.distributions import CategoricalDistribution
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kwsearch.data import dataset_names
 from kwsearch.models import ModelConfigError, backbone_names, parse_model_config
 from kwsearch.models.presets import kw_preset
 from kwsearch.nn import family_names
@@ -135,6 +138,14 @@ class DataSettings(BaseModel):
     name: str
     root: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        # checked here: in the workers an unknown name would fail every trial
+        if name.strip().lower() not in dataset_names():
+            raise ValueError(f"{name!r} is not one of {', '.join(dataset_names())}")
+        return name
 
 
 class ReplaySettings(BaseModel):
@@ -261,6 +272,12 @@ def parse_study(data: Any, source: Path | None = None, name: str | None = None) 
             space.grid()
         except SpaceError as error:
             raise StudyError(f"{where}: sampler: grid: {error}") from None
+    from kwsearch.search.samplers import SamplerError, make_sampler  # samplers imports this module
+
+    try:
+        make_sampler(settings.sampler)
+    except SamplerError as error:
+        raise StudyError(f"{where}: {error}") from None
     return study
 
 
@@ -297,11 +314,35 @@ def _load_space(space: str | dict[str, Any], source: Path | None) -> Space:
         raise StudyError(str(error)) from None
 
 
+def _cover(space: Space) -> list[dict[str, Any]]:
+    """Configs that together take every choice of the space at least once, under every conv
+    family (other values lowest), so that a misspelt option on any branch is found up front."""
+    dimensions = space.dimensions
+    families = dimensions.get("conv.family")
+    choices = [d for d in dimensions.values() if isinstance(d.distribution, CategoricalDistribution)]
+    configs = {}
+    for family in families.distribution.choices if families is not None else [None]:
+        for dimension in choices or [None]:
+            for label in dimension.distribution.choices if dimension is not None else [None]:
+
+                def suggest(d: Dimension, dimension=dimension, label=label, family=family) -> Any:
+                    if dimension is not None and d.name == dimension.name:
+                        return label
+                    return family if d.name == "conv.family" else d.lowest()
+
+                config, _ = space.sample(suggest)
+                configs.setdefault(json.dumps(config, sort_keys=True, default=str), config)
+    return list(configs.values())
+
+
 def _check_space_and_references(study: Study) -> None:
-    """The space's lowest config and every reference must be valid model configs."""
+    """Every choice of the space (under every family) and every reference must be valid model
+    configs. (Numbers are checked at their lowest: combinations may still fail to build, and
+    the search stores those as infeasible.)"""
     space = study.space
     try:
         config, _ = space.sample(Dimension.lowest)
+        covering = _cover(space)
     except SpaceError as error:
         raise StudyError(str(error)) from None
     if config.get("backbone") not in backbone_names():
@@ -310,7 +351,8 @@ def _check_space_and_references(study: Study) -> None:
             + ", ".join(backbone_names())
         )
     try:
-        parse_model_config(config, space.source)
+        for config in covering:
+            parse_model_config(config, space.source)
     except ModelConfigError as error:
         raise StudyError(str(error)) from None
     try:
