@@ -22,6 +22,7 @@ from torch import nn
 
 from kwsearch.models import get_backbone
 from kwsearch.nn import ConvFactory, KWConvNd
+from kwsearch.train import to_channels_last
 
 KW1X = {"family": "kw", "reduction": 0.0625, "cell_num_ratio": 1, "sharing_range": "layer_conv"}
 FAMILIES = {
@@ -64,7 +65,7 @@ def _prepare(model: nn.Module, x: torch.Tensor, device: torch.device) -> tuple[n
     model = model.to(device).train()
     x = x.to(device)
     if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+        model = to_channels_last(model)
         x = x.contiguous(memory_format=torch.channels_last)
     return model, x
 

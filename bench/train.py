@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from kwsearch.data import load_dataset, train_loader
 from kwsearch.models import build_model, parse_model_config
-from kwsearch.train import Recipe, default_device, fit, train_model
+from kwsearch.train import Recipe, default_device, fit, to_channels_last, train_model
 
 KW1X = {
     "family": "kw",
@@ -94,7 +94,7 @@ def throughput(args: argparse.Namespace) -> None:
         batches = _Steps(loader, args.steps)
         warm = build_model(config).to(device)
         if device.type == "cuda":
-            warm = warm.to(memory_format=torch.channels_last)
+            warm = to_channels_last(warm)
         _hand_written(warm, _Steps(loader, 2), recipe, device)  # warm-up: allocator, kernels, paths
         # Both iterate the same live loader: augmentation is part of either loop's work.
         batches.set_epoch(1)

@@ -12,7 +12,7 @@ import yaml
 
 from kwsearch.models import ModelConfigError, build_model, parse_model_config
 from kwsearch.nn import TemperatureControlled
-from kwsearch.train import Recipe, RecipeError, TrainingDiverged, train_model
+from kwsearch.train import Recipe, RecipeError, TrainingDiverged, to_channels_last, train_model
 from kwsearch.train.checkpoint import load_checkpoint
 
 SYNTHETIC = {
@@ -202,3 +202,17 @@ def test_cli_train_bad_input_exits_2(tmp_path, args, message):
     )
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("family", ["kw", "dyconv", "odconv"])
+def test_channels_last_training_of_dynamic_models(family):
+    """Dynamic models hold tensors of other ranks than 4 (cells, 5-d banks), which
+    ``Module.to(memory_format=channels_last)`` refuses; the trainer converts the 4-d ones only,
+    as it does on every GPU run, and the result equals the NCHW run's."""
+    plain = train(model_config(family), recipe(epochs=1, channels_last="off"))
+    nhwc = train(model_config(family), recipe(epochs=1, channels_last="on"))
+    assert nhwc.last["train_loss"] == pytest.approx(plain.last["train_loss"], rel=1e-4)
+    model = to_channels_last(build_model(model_config(family)))
+    for tensor in model.parameters():
+        if tensor.dim() == 4 and tensor.shape[1] > 1 and tensor.shape[2] * tensor.shape[3] > 1:
+            assert tensor.is_contiguous(memory_format=torch.channels_last)

@@ -2,7 +2,7 @@
 
 from kwsearch.train.recipe import Recipe
 from kwsearch.train.run import RecipeError, default_device, load_recipe, train_model
-from kwsearch.train.trainer import OutOfMemory, TrainingDiverged, TrainResult, evaluate, fit
+from kwsearch.train.trainer import OutOfMemory, TrainingDiverged, TrainResult, evaluate, fit, to_channels_last
 
 __all__ = [
     "OutOfMemory",
@@ -14,5 +14,6 @@ __all__ = [
     "evaluate",
     "fit",
     "load_recipe",
+    "to_channels_last",
     "train_model",
 ]

@@ -60,6 +60,18 @@ class TrainResult:
         return self.history[-1]
 
 
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """Store the model's 4-d parameters and buffers channels-last (NHWC), in place.
+
+    ``Module.to(memory_format=...)`` refuses models holding tensors of other ranks, and every
+    dynamic family does: warehouse cells, 5-d kernel banks, attention vectors."""
+    for module in model.modules():
+        for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
+            if tensor.dim() == 4:
+                tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+    return model
+
+
 def _autocast(device: torch.device, recipe: Recipe):
     if not recipe.uses_bf16(device):
         return contextlib.nullcontext()
@@ -123,7 +135,7 @@ def fit(
     run_info = run_info or {}
     model.to(device)
     if recipe.uses_channels_last(device):
-        model.to(memory_format=torch.channels_last)
+        to_channels_last(model)
     optimizer = make_optimizer(model, recipe)
     history: list[dict[str, float]] = []
     first_epoch, step = 0, 0
