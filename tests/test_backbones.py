@@ -4,7 +4,8 @@ instantiated model, and the ResNets train a step on CPU."""
 import pytest
 import torch
 
-from kwsearch.models import account, backbone_names, build_model, parse_model_config
+from kwsearch.models import account, backbone_names, build_model, get_backbone, parse_model_config
+from kwsearch.models.accounting import warehouse_summaries
 from kwsearch.nn import family_names
 
 # Small but real instances: narrow widths and small inputs keep the sweep fast.
@@ -60,3 +61,25 @@ def test_resnets_run_forward_and_backward(backbone, family):
     assert logits.shape == (2, 10)
     logits.square().mean().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_resnet_without_handover_keeps_every_conv_in_its_own_stage():
+    """``handover: false`` (the sharing ablation's "per stage") puts a stage's first conv and its
+    stride-2 shortcut in that stage's warehouse; the reference's handover (the default) puts them
+    in the previous stage's (as stage0_layer2_conv0 and stage0_layer3_conv0)."""
+    spec = {"family": "kw", "sharing_range": ["layer", "conv"]}
+    layers = {}
+    for handover in (True, False):
+        with torch.device("meta"):
+            model = get_backbone("resnet18_cifar")(spec, width=0.125, handover=handover)
+        layers[handover] = {w.name: set(w.layers) for w in warehouse_summaries(model)}
+    assert {"stage0_layer2_conv0", "stage0_layer3_conv0"} <= layers[True]["stage0_layer_conv"]
+    assert layers[False]["stage0_layer_conv"] == {
+        "stage0_layer0_conv0",
+        "stage0_layer0_conv1",
+        "stage0_layer1_conv0",
+        "stage0_layer1_conv1",
+    }
+    assert {"stage1_layer0_conv0", "stage1_layer0_conv2"} <= layers[False]["stage1_layer_conv"]
+    # the same layers in all, only grouped differently
+    assert sum(map(len, layers[True].values())) == sum(map(len, layers[False].values()))

@@ -2,7 +2,8 @@
 
 Layer names follow ``stage{s}_layer{l}_conv{c}`` so ``sharing_range`` groups them into warehouses
 exactly as in the paper's code. The reference's *warehouse handover* is kept: the first block of
-each stage draws its first conv (and the stride-2 shortcut) from the previous stage's warehouse.
+each stage draws its first conv (and the stride-2 shortcut) from the previous stage's warehouse;
+``handover: false`` (a backbone argument) keeps every conv in its own stage's warehouses.
 The stem and the classifier stay static; shortcuts are dynamic only for KernelWarehouse and only
 with stride 2, as in the references (ODConv's keeps every shortcut static).
 The ``*_cifar`` variants use a 3x3 stride-1 stem without max-pool for 32x32 and 28x28 inputs.
@@ -23,6 +24,7 @@ from kwsearch.nn import ConvFactory
 
 class BasicBlock(nn.Module):
     expansion = 1
+    convs = 2
 
     def __init__(self, factory, inplanes, planes, stride, downsample, stage, layer, handover, drop_path):
         super().__init__()
@@ -47,6 +49,7 @@ class BasicBlock(nn.Module):
 
 class Bottleneck(nn.Module):
     expansion = 4
+    convs = 3
 
     def __init__(self, factory, inplanes, planes, stride, downsample, stage, layer, handover, drop_path):
         super().__init__()
@@ -85,9 +88,11 @@ class ResNet(nn.Module):
         drop_path: float = 0.0,
         dropout: float = 0.0,
         cifar_stem: bool = False,
+        handover: bool = True,
     ) -> None:
         super().__init__()
         factory = ConvFactory(conv)
+        self.handover = handover
         self.temperature_schedule = factory.temperature
         self.inplanes = scaled(64, width)
         if cifar_stem:
@@ -119,6 +124,13 @@ class ResNet(nn.Module):
 
     def _make_stage(self, factory, block, planes, depth, stride, stage, drop_path) -> nn.Sequential:
         downsample = None
+        # With the handover the shortcut belongs to the previous stage (as in the reference);
+        # without it, to its own stage's first block, after that block's convs.
+        shortcut_name = (
+            f"stage{stage - 1}_layer{self._layer_index + 1}_conv0"
+            if self.handover
+            else f"stage{stage}_layer0_conv{block.convs}"
+        )
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
                 factory.conv(
@@ -126,16 +138,25 @@ class ResNet(nn.Module):
                     planes * block.expansion,
                     1,
                     stride,
-                    name=f"stage{stage - 1}_layer{self._layer_index + 1}_conv0",
+                    name=shortcut_name,
                     # The KW reference draws stride-2 shortcuts from the previous stage's
                     # warehouse; per-layer families (the ODConv reference) keep shortcuts static.
                     dynamic=stride != 1 and factory.shares_across_layers,
                 ),
                 nn.BatchNorm2d(planes * block.expansion),
             )
+        first_layer = self._layer_index if self.handover else 0
         blocks = [
             block(
-                factory, self.inplanes, planes, stride, downsample, stage, self._layer_index, True, drop_path
+                factory,
+                self.inplanes,
+                planes,
+                stride,
+                downsample,
+                stage,
+                first_layer,
+                self.handover,
+                drop_path,
             )
         ]
         self._layer_index = 1
@@ -162,8 +183,11 @@ def _variant(name: str, block, depths, cifar_stem: bool):
         width: float = 1.0,
         drop_path: float = 0.0,
         dropout: float = 0.0,
+        handover: bool = True,
     ) -> ResNet:
-        return ResNet(block, depths, conv, num_classes, in_chans, width, drop_path, dropout, cifar_stem)
+        return ResNet(
+            block, depths, conv, num_classes, in_chans, width, drop_path, dropout, cifar_stem, handover
+        )
 
     build.__doc__ = f"{name}: ResNet with {block.__name__} blocks {depths}" + (
         " and a 3x3 stem" if cifar_stem else ""
