@@ -7,10 +7,10 @@ BIN    := $(VENV)/bin
 # CUDA build where `nvidia-smi` works). Set it to force a build, e.g. TORCH="torch==2.5.1".
 TORCH  ?=
 
-.PHONY: setup test lint format clean
+.PHONY: setup test lint format clean quickstart
 
 setup: $(BIN)/kwsearch
-	@bash scripts/install_system_packages.sh
+	@bash scripts/install_system_packages.sh chromium chromium-driver  # the browser runs the report tests
 
 # The venv is rebuilt only when the package metadata changes.
 $(BIN)/kwsearch: pyproject.toml
@@ -18,7 +18,11 @@ $(BIN)/kwsearch: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-test: $(BIN)/kwsearch
+# A KernelWarehouse search on Fashion-MNIST, on the CPU, in a few minutes; ends with the front.
+quickstart: setup
+	$(BIN)/kwsearch search studies/quickstart.yaml
+
+test: setup
 	$(BIN)/python -m pytest -q
 
 lint: $(BIN)/kwsearch

@@ -162,7 +162,6 @@ def open_studies(study: Study, storage: str, budget: ResolvedBudget, baseline: C
             f"{study.where}: {', '.join(changed)}: differ from study {study.name!r} stored in {storage}; "
             "give the search another --name to start a new study"
         )
-    search.set_user_attr("gpus_per_trial", study.settings.resources.gpu)
     references = optuna.create_study(
         storage=backend, study_name=references_name(study.name), directions=directions, load_if_exists=True
     )
@@ -227,11 +226,13 @@ def run_search(
     settings = study.settings
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     run_dir = runs_dir / study.name
-    with driver_lock(run_dir):
+    with driver_lock(run_dir), ray_session(address) as cluster:
+        gpus = gpus_per_trial(study, cluster)
         storage = storage or settings.storage or default_storage(run_dir)
         budget, baseline = resolve_budget(study)
         check_feasible(study, budget)
         search, references = open_studies(study, storage, budget, baseline)
+        search.set_user_attr("gpus_per_trial", gpus)
         requeue_interrupted(search)
         requeue_interrupted(references)
         grid = settings.sampler.name == "grid"
@@ -252,9 +253,10 @@ def run_search(
             trials=wanted,
             deadline=time.time() + settings.budget.wall_clock if settings.budget.wall_clock else None,
             gpu_seconds=settings.budget.gpu_hours * 3600 if settings.budget.gpu_hours else None,
-            gpus_per_trial=settings.resources.gpu,
+            gpus_per_trial=gpus,
             grid_seeds=settings.sampler.seeds if grid else None,
             references=pending_references(study, references),
+            sampler_seed=settings.sampler.seed,
         )
 
         def budget_line(summary: StudySummary) -> str:
@@ -264,22 +266,21 @@ def run_search(
 
         with SearchProgress(search, references, budget_line, enabled=progress) as view:
             searcher = OptunaBudgetSearcher(search, references, plan, halving, on_change=view.changed)
-            _run_tune(study, searcher, ParetoScheduler(halving), run_dir, address)
+            _run_tune(study, searcher, ParetoScheduler(halving), run_dir, gpus)
         summary = summarize(search, references)
         summary.stop_reason = searcher.stop_reason
         return summary
 
 
-def _run_tune(study: Study, searcher, scheduler, run_dir: Path, address: str | None) -> None:
+@contextmanager
+def ray_session(address: str | None) -> Iterator[dict[str, float]]:
+    """Ray for one search: a local instance (or the cluster at ``address``); yields the cluster's
+    resources. Leaves an instance it did not start (a test's, a notebook's) running."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     import ray
-    from ray import tune
 
-    from kwsearch.search.trainable import run_trial
-
-    settings = study.settings
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(
@@ -291,11 +292,38 @@ def _run_tune(study: Study, searcher, scheduler, run_dir: Path, address: str | N
         )
     for name in ("ray.tune", "ray.train", "ray.air"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        yield ray.cluster_resources()
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def gpus_per_trial(study: Study, cluster: dict[str, float]) -> float:
+    """The study's GPU share per trial; ``auto``: a quarter GPU where the cluster has GPUs (small
+    proxy trials share one), none elsewhere. Raises StudyError when the cluster has too few."""
+    wanted = study.settings.resources.gpu
+    available = cluster.get("GPU", 0.0)
+    if wanted == "auto":
+        return 0.25 if available else 0.0
+    if wanted > available:
+        raise StudyError(
+            f"{study.where}: resources.gpu: {wanted} per trial, but the Ray cluster has {available:g} GPUs"
+        )
+    return wanted
+
+
+def _run_tune(study: Study, searcher, scheduler, run_dir: Path, gpus: float) -> None:
+    from ray import tune
+
+    from kwsearch.search.trainable import run_trial
+
+    settings = study.settings
     threads = settings.resources.threads or max(1, int(settings.resources.cpu))
     data = settings.data.model_dump()
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, data=data, threads=threads),
-        {"cpu": settings.resources.cpu, "gpu": settings.resources.gpu},
+        {"cpu": settings.resources.cpu, "gpu": gpus},
     )
     tuner = tune.Tuner(
         trainable,
@@ -313,8 +341,4 @@ def _run_tune(study: Study, searcher, scheduler, run_dir: Path, address: str | N
             failure_config=tune.FailureConfig(max_failures=settings.retries),
         ),
     )
-    try:
-        tuner.fit()
-    finally:
-        if started_here:
-            ray.shutdown()
+    tuner.fit()

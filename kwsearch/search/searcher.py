@@ -4,12 +4,13 @@
 config on the meta device; an over-budget config is told to Optuna at once as infeasible (with
 its constraint values) and never becomes a Ray trial. Results are written to the Optuna storage
 every epoch, so a killed driver loses nothing that was finished. A trial the scheduler stopped
-is stored PRUNED with its last metrics as intermediate values, never COMPLETE.
+is stored PRUNED with every epoch's metrics up to the stop in its history, never COMPLETE.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ class SearchPlan:
     gpus_per_trial: float
     grid_seeds: list[int] | None  # grid: a trial per combination per seed
     references: dict[str, dict[str, Any]]  # reference label -> model config, still to train
+    sampler_seed: int = 0
 
 
 class OptunaBudgetSearcher(Searcher):
@@ -86,7 +88,8 @@ class OptunaBudgetSearcher(Searcher):
         halving: ParetoSuccessiveHalving,
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
-        super().__init__(metric="val_accuracy", mode="max")
+        # no metric: Ray would then reject the error report of a failing trial (it has no accuracy)
+        super().__init__()
         self.study = study
         self.reference_study = reference_study
         self.plan = plan
@@ -95,11 +98,14 @@ class OptunaBudgetSearcher(Searcher):
         self.live: dict[str, Live] = {}
         self._pending_references = dict(plan.references)
         self.stop_reason: str | None = None  # why the search stopped before its budget was spent
+        self._rng = random.Random(plan.sampler_seed)
+        self._last_was_duplicate = False
         # config + seed -> the trial that trained it, so an identical proposal is not trained twice
+        # (interrupted trials, put back to WAITING, are to re-run: they are no duplicates of themselves)
         self._trained = {
             _identity(t.user_attrs["config"], t.user_attrs.get("seed", 0)): t.number
             for t in study.get_trials(deepcopy=False)
-            if t.user_attrs.get("trained")
+            if t.user_attrs.get("trained") and t.state != TrialState.WAITING
         }
 
     def __getstate__(self) -> dict[str, Any]:
@@ -120,10 +126,14 @@ class OptunaBudgetSearcher(Searcher):
             return Searcher.FINISHED
         if self.plan.grid_seeds is not None and not self._waiting():
             return Searcher.FINISHED
+        explore = False
         for _ in range(MAX_CONSECUTIVE_INFEASIBLE):
-            started = self._start_search_trial(trial_id)
+            started = self._start_search_trial(trial_id, explore)
             if started is not None:
                 return started
+            # Samplers converging on a small categorical space keep proposing what was trained;
+            # after a duplicate, the next proposal is drawn at random from the space instead.
+            explore = self.plan.grid_seeds is None and self._last_was_duplicate
         self.stop_reason = (
             f"the sampler proposed {MAX_CONSECUTIVE_INFEASIBLE} configs in a row that were over budget, "
             "could not be built, or were trained already: the space's feasible configs may be exhausted; "
@@ -145,13 +155,18 @@ class OptunaBudgetSearcher(Searcher):
         if metrics["epoch"] == 1:
             live.history = []  # a retried trial starts over
         live.history.append(metrics)
+        # Every epoch's metrics go to the history attribute, not to Optuna's intermediate values:
+        # Optuna's multi-objective TPE raises on PRUNED trials that carry intermediate values
+        # (it asks the study for its single direction).
         self._storage.set_trial_user_attr(live.trial_id, "history", live.history)
-        self._storage.set_trial_intermediate_value(
-            live.trial_id, int(metrics["epoch"]), metrics["val_accuracy"]
-        )
         self.on_change()
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        # Ray skips on_trial_result for the result its scheduler stopped a trial on
+        live = self.live.get(trial_id)
+        unseen = live is not None and result and "epoch" in result and "error" not in result
+        if unseen and (not live.history or result["epoch"] > live.history[-1]["epoch"]):
+            self.on_trial_result(trial_id, result)
         live = self.live.pop(trial_id, None)
         if live is None:
             return
@@ -235,9 +250,14 @@ class OptunaBudgetSearcher(Searcher):
         self.live[ray_id] = live
         return self._ray_config(live, config, self.plan.recipe.get("seed", 0))
 
-    def _start_search_trial(self, ray_id: str) -> dict[str, Any] | None:
-        """Ask Optuna for one config; None when it cannot train (over budget, or no network can
-        be built from it), which is told to Optuna at once."""
+    def _start_search_trial(self, ray_id: str, explore: bool = False) -> dict[str, Any] | None:
+        """Ask Optuna for one config (``explore``: a random one, enqueued); None when it cannot
+        train (over budget, no network can be built from it, trained already), which is told
+        to Optuna at once."""
+        self._last_was_duplicate = False
+        if explore:
+            _, params = self.plan.space.sample(lambda dimension: dimension.random(self._rng))
+            self.study.enqueue_trial(params, user_attrs={"explored": True})
         trial = self.study.ask()
         seed = self.plan.recipe.get("seed", 0)
         if self.plan.grid_seeds is not None:
@@ -264,6 +284,7 @@ class OptunaBudgetSearcher(Searcher):
         identity = _identity(config, seed)
         if identity in self._trained:
             self._duplicate(trial, self._trained[identity])
+            self._last_was_duplicate = True
             return None
         self._trained[identity] = trial.number
         trial.set_user_attr("trained", True)

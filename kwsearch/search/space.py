@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+import random
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +77,23 @@ class Dimension:
         if len(values) > MAX_GRID_VALUES:
             raise SpaceError(f"{self.name}: {len(values)} grid values (more than {MAX_GRID_VALUES})")
         return values
+
+    def random(self, rng: random.Random) -> Any:
+        """A value drawn uniformly (log-uniformly for ``log``) from the distribution."""
+        d = self.distribution
+        if isinstance(d, CategoricalDistribution):
+            return rng.choice(d.choices)
+        if isinstance(d, IntDistribution):
+            if d.log:
+                return min(
+                    d.high, max(d.low, round(math.exp(rng.uniform(math.log(d.low), math.log(d.high)))))
+                )
+            return rng.randrange(d.low, d.high + 1, d.step)
+        if d.log:
+            return math.exp(rng.uniform(math.log(d.low), math.log(d.high)))
+        if d.step is not None:
+            return d.low + d.step * rng.randint(0, round((d.high - d.low) / d.step))
+        return rng.uniform(d.low, d.high)
 
     def lowest(self) -> Any:
         d = self.distribution

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from optuna.distributions import CategoricalDistribution
@@ -119,7 +119,9 @@ class EarlyStopping(BaseModel):
 class Resources(BaseModel):
     model_config = _strict()
     cpu: float = Field(default=1.0, gt=0)
-    gpu: float = Field(default=0.0, ge=0)  # fractions let several proxy trials share one GPU
+    # GPUs per trial: fractions let several proxy trials share one GPU; "auto" takes a quarter
+    # GPU where the Ray cluster has GPUs and none elsewhere
+    gpu: Annotated[float, Field(ge=0)] | Literal["auto"] = "auto"
     max_concurrent: int | None = Field(default=None, ge=1)
     threads: int | None = Field(default=None, ge=1)  # torch threads per trial (default: its CPUs)
 
