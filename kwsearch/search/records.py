@@ -17,6 +17,12 @@ The study's user attributes hold the study file's settings, the objectives, the 
 budget, the static baseline's costs and the hypervolume reference point fixed at the start.
 Reference trials live in a second study named ``<name>.references`` in the same storage, so
 samplers never learn from configs outside the space.
+
+Replays (``kwsearch replay``) live in a third study, ``<name>.replays``: one trial per (proxy
+trial, seed), with user attributes ``proxy_trial`` (the search trial's number), ``seed``,
+``config``, ``status`` (complete | failed), ``history`` (per-epoch metrics of the full recipe),
+``val_accuracy``, ``test_accuracy``, ``seconds`` and ``export`` (the folder holding the trained
+model's checkpoint and model config, which ``kwsearch.load`` reads).
 """
 
 from __future__ import annotations
@@ -34,8 +40,15 @@ STATUSES = ("complete", "pruned", "failed", "infeasible")  # what a study's tria
 REFERENCES_SUFFIX = ".references"
 
 
+REPLAYS_SUFFIX = ".replays"
+
+
 def references_name(study_name: str) -> str:
     return study_name + REFERENCES_SUFFIX
+
+
+def replays_name(study_name: str) -> str:
+    return study_name + REPLAYS_SUFFIX
 
 
 def status_of(trial: FrozenTrial) -> str:
