@@ -4,7 +4,8 @@
 #
 #   install_system_packages.sh [EXTRA_PACKAGE ...]
 #
-# Always: dataset-fashion-mnist (the built-in data set). CI adds the browser for report tests.
+# Always: dataset-fashion-mnist (the built-in data set). `make setup` (and so CI) adds chromium and
+# chromium-driver: the report tests load the HTML report in headless Chromium.
 set -euo pipefail
 packages=(dataset-fashion-mnist "$@")
 missing=()

@@ -1,0 +1,230 @@
+"""What the report computes from a study's tables: hypervolume over time, which settings matter
+(importances, effects per value, paired differences of grid ablations), config differences, and
+proxy-versus-full rank agreement. Each function returns a DataFrame, or a message (str) saying
+why there is nothing to show."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.distributions import CategoricalDistribution
+from scipy import stats
+
+from kwsearch.report.data import StudyData, point_of, present
+from kwsearch.search.pareto import dominates
+
+MAX_LEVELS = 8  # a numeric dimension with more distinct values is binned into quartiles
+
+
+def hypervolume_history(data: StudyData) -> pd.DataFrame:
+    """The front's normalised hypervolume after each finished search trial, in the order trials
+    finished: columns ``trials`` (how many had finished), ``number``, ``compute_hours`` (trial
+    wall time summed so far) and ``hypervolume``."""
+    search = data.search
+    finished = search[search["status"].isin(["complete", "pruned", "failed", "infeasible"])]
+    finished = finished.sort_values(["finished", "number"], na_position="last")
+    objectives = data.objectives
+    front: list[tuple[float, ...]] = []
+    volume, seconds, rows = 0.0, 0.0, []
+    for count, row in enumerate(finished.to_dict("records"), start=1):
+        seconds += row["seconds"] if present(row["seconds"]) else 0.0
+        if row["status"] == "complete" and present(row["accuracy"]):
+            point = point_of(row, objectives)
+            if not any(dominates(p, point) or p == point for p in front):
+                front = [p for p in front if not dominates(point, p)] + [point]
+                volume = data.normalized_hypervolume(front)
+        rows.append(
+            {"trials": count, "number": row["number"], "compute_hours": seconds / 3600, "hypervolume": volume}
+        )
+    return pd.DataFrame(rows, columns=["trials", "number", "compute_hours", "hypervolume"])
+
+
+def importances(data: StudyData) -> pd.DataFrame | str:
+    """Optuna's default importance evaluator (PED-ANOVA) per objective over the complete trials
+    (infeasible configs are stored complete with accuracy 0 and are left out): one row per
+    parameter, one column per objective."""
+    complete = data.complete
+    varying = [
+        key
+        for key in data.dimensions
+        if f"param:{key}" in complete and complete[f"param:{key}"].dropna().astype(str).nunique() > 1
+    ]
+    if len(complete) < 2:
+        return f"{len(complete)} complete trial(s): importances need at least two."
+    if len(varying) < 2:
+        return (
+            "Only one searched setting varies among the complete trials"
+            if varying
+            else "No searched setting varies among the complete trials"
+        ) + ": importances compare two or more."
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["minimize"] * len(data.objectives))
+    for row in complete.to_dict("records"):
+        params = {key: row[f"param:{key}"] for key in data.dimensions if present(row.get(f"param:{key}"))}
+        distributions = {key: _distribution(data, key, complete) for key in params}
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=params,
+                distributions=distributions,
+                values=[float(v) for v in point_of(row, data.objectives)],
+            )
+        )
+    table = {}
+    for i, name in enumerate(data.objectives):
+        try:
+            with warnings.catch_warnings():
+                # the targets are minimised on purpose (accuracy is negated, as in the front)
+                warnings.simplefilter("ignore", UserWarning)
+                found = optuna.importance.get_param_importances(
+                    study, target=lambda t, i=i: t.values[i], params=varying
+                )
+        except (RuntimeError, ValueError) as error:
+            return f"Importances could not be computed: {error}"
+        table[name] = found
+    frame = pd.DataFrame(table).fillna(0.0)
+    frame.index.name = "setting"
+    return frame.sort_values(data.objectives[0], ascending=False)
+
+
+def effects(data: StudyData) -> dict[str, pd.DataFrame]:
+    """For each searched setting, one row per value (quartile bins for many numbers): how many
+    complete trials took it and the mean, and 95% confidence half-width, of each objective."""
+    complete = data.complete
+    tables = {}
+    for key, choices in data.dimensions.items():
+        column = f"param:{key}"
+        if column not in complete or complete[column].dropna().empty:
+            continue
+        taking = complete[complete[column].notna()]  # conditional settings: the trials that had one
+        values = taking[column]
+        if choices is None and values.nunique() > MAX_LEVELS:
+            bins = pd.qcut(values.astype(float), 4, duplicates="drop")
+            order = [str(c) for c in bins.cat.categories]
+            values = bins.astype(str)
+        else:
+            order = [c for c in (choices or sorted(values.unique())) if (values == c).any()]
+        rows = []
+        for value in order:
+            group = taking[values == value]
+            row: dict[str, Any] = {"value": value, "n": len(group)}
+            for name in data.objectives:
+                mean, half = mean_ci(group[name].astype(float).to_numpy())
+                row[name] = mean
+                row[f"{name} ±95%"] = half
+            rows.append(row)
+        tables[key] = pd.DataFrame(rows)
+    return tables
+
+
+def paired_differences(data: StudyData) -> dict[str, pd.DataFrame] | str:
+    """Grid ablations: for each searched setting and each value other than its baseline (the
+    first choice), the difference of each objective against the baseline value in trials that
+    agree on every other setting, seed included; mean and 95% confidence half-width over pairs."""
+    sampler = ((data.attrs.get("settings") or {}).get("sampler") or {}).get("name")
+    if sampler != "grid":
+        return "Paired differences are shown for grid ablations (this study's sampler is {}).".format(
+            sampler or "unknown"
+        )
+    complete = data.complete
+    keys = [k for k in data.dimensions if k != "seed" and f"param:{k}" in complete]
+    tables = {}
+    for key in keys:
+        choices = data.dimensions[key] or sorted(complete[f"param:{key}"].dropna().unique())
+        baseline = choices[0]
+        others = [f"param:{k}" for k in data.dimensions if k != key and f"param:{k}" in complete]
+        rows = complete.to_dict("records")
+        contexts = [json.dumps([row[c] for c in others], default=str) for row in rows]
+        baselines = {
+            ctx: row for ctx, row in zip(contexts, rows, strict=True) if row[f"param:{key}"] == baseline
+        }
+        table = []
+        for value in choices[1:]:
+            diffs: dict[str, list[float]] = {name: [] for name in data.objectives}
+            for ctx, row in zip(contexts, rows, strict=True):
+                base = baselines.get(ctx)
+                if row[f"param:{key}"] != value or base is None:
+                    continue
+                for name in data.objectives:
+                    diffs[name].append(float(row[name]) - float(base[name]))
+            pairs = len(diffs[data.objectives[0]])
+            if not pairs:
+                continue
+            out: dict[str, Any] = {"value": value, "baseline": baseline, "pairs": pairs}
+            for name in data.objectives:
+                mean, half = mean_ci(np.asarray(diffs[name]))
+                out[f"Δ {name}"] = mean
+                out[f"Δ {name} ±95%"] = half
+            table.append(out)
+        if table:
+            tables[key] = pd.DataFrame(table)
+    return tables or "No pairs: no two complete trials differ in one setting only."
+
+
+def proxy_vs_full(data: StudyData) -> tuple[pd.DataFrame, dict[str, float]] | str:
+    """Replayed trials' proxy accuracy beside their full accuracy (mean over replay seeds), with
+    Spearman's and Kendall's rank correlations."""
+    if data.replays.empty:
+        return "No replays yet: `kwsearch replay` trains chosen trials with the full recipe."
+    full = data.replays.groupby("number")["full_accuracy"].agg(["mean", "count"]).reset_index()
+    full.columns = ["number", "full_accuracy", "seeds"]
+    proxy = data.search[["number", "accuracy", "params"]].rename(columns={"accuracy": "proxy_accuracy"})
+    table = full.merge(proxy, on="number", how="left").sort_values("number")
+    correlations = {}
+    if len(table) >= 3 and table["proxy_accuracy"].nunique() > 1 and table["full_accuracy"].nunique() > 1:
+        correlations["Spearman ρ"] = float(
+            stats.spearmanr(table["proxy_accuracy"], table["full_accuracy"])[0]
+        )
+        correlations["Kendall τ"] = float(
+            stats.kendalltau(table["proxy_accuracy"], table["full_accuracy"])[0]
+        )
+    return table, correlations
+
+
+def config_diff(config: dict[str, Any] | None, baseline: dict[str, Any] | None) -> str:
+    """``key: value`` for every leaf of ``config`` that differs from ``baseline`` (dotted keys)."""
+    if config is None:
+        return ""
+    mine, theirs = _flatten(config), _flatten(baseline or {})
+    changed = [
+        f"{key}: {f'{value:.4g}' if isinstance(value, float) else json.dumps(value)}"
+        for key, value in mine.items()
+        if key not in theirs or theirs[key] != value
+    ]
+    changed += [f"{key}: (unset)" for key in theirs if key not in mine]
+    return ", ".join(changed) or "(the baseline)"
+
+
+def mean_ci(values: np.ndarray) -> tuple[float, float]:
+    """Mean and the half-width of its 95% confidence interval (Student's t; NaN for one value)."""
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        return math.nan, math.nan
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, math.nan
+    sem = float(values.std(ddof=1)) / math.sqrt(len(values))
+    return mean, float(stats.t.ppf(0.975, len(values) - 1) * sem)
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        flat = {}
+        for key, value in node.items():
+            flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: node}
+
+
+def _distribution(data: StudyData, key: str, complete: pd.DataFrame):
+    choices = data.dimensions.get(key)
+    if choices is not None:
+        return CategoricalDistribution(choices)
+    values = complete[f"param:{key}"].dropna().astype(float)
+    low, high = float(values.min()), float(values.max())
+    return optuna.distributions.FloatDistribution(low, high if high > low else low + 1.0)

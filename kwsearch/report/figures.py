@@ -1,0 +1,295 @@
+"""The report's plots, as plotly figures. Every user-provided string in hover text is
+HTML-escaped here (plotly renders hover text as a subset of HTML and decodes entities, so the
+escaped text shows as typed and is never markup)."""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from kwsearch.report.data import StudyData, present
+
+TEMPLATE = "plotly_white"
+LABELS = {"accuracy": "proxy accuracy", "params": "parameters", "effective_params": "effective parameters"}
+LABELS["macs"] = "MACs"
+# how each kind of trial is drawn on the accuracy-cost plot
+STYLES = {
+    "dominated": {"color": "rgba(31,119,180,0.30)", "symbol": "circle", "size": 7},
+    "pareto": {
+        "color": "rgb(31,119,180)",
+        "symbol": "circle",
+        "size": 10,
+        "line": {"width": 1, "color": "black"},
+    },
+    "pruned": {"color": "rgba(127,127,127,0.55)", "symbol": "circle-open", "size": 8},
+    "failed": {"color": "rgb(214,39,40)", "symbol": "x", "size": 8},
+    "infeasible": {"color": "rgba(255,127,14,0.7)", "symbol": "triangle-down-open", "size": 8},
+}
+CAPTIONS = {
+    "dominated": "complete (dominated)",
+    "pareto": "Pareto-optimal",
+    "pruned": "pruned (accuracy when stopped)",
+    "failed": "failed (last accuracy, or 0)",
+    "infeasible": "infeasible: over budget or unbuildable (drawn at 0)",
+}
+
+
+def hover_text(row: dict[str, Any], objectives: list[str]) -> str:
+    """A trial's hover box: number and status, metrics, its full config, the replay command."""
+    head = f"<b>trial {row['number']}</b> ({escape(str(row['status']))})"
+    if row.get("label"):
+        head = f"<b>reference {escape(str(row['label']))}</b>"
+    lines = [head]
+    for name in ("accuracy", "params", "effective_params", "macs", "seconds"):
+        value = row.get(name)
+        if present(value):
+            lines.append(f"{LABELS.get(name, name)}: {_format(name, value)}")
+    if row.get("seed") is not None:
+        lines.append(f"seed: {escape(str(row['seed']))}")
+    if present(row.get("error")):
+        lines.append(f"error: {escape(_shorten(str(row['error']), 300))}")
+    config = json.loads(row["config"]) if present(row.get("config")) else None
+    if config is not None:
+        lines.append("<b>config</b>")
+        lines += [f"  {escape(key)}: {escape(json.dumps(value))}" for key, value in _leaves(config)]
+    if present(row.get("replay")):
+        lines.append(f"replay: {escape(row['replay'])}")
+    return "<br>".join(lines)
+
+
+def accuracy_vs_cost(data: StudyData, cost: str) -> go.Figure:
+    """Every trial as a point (accuracy against ``cost``), the front as a step line, references
+    as stars, the budget as a vertical line, and a linear/log switch for the x axis."""
+    objectives = data.objectives
+    search = data.search.copy()
+    search = search[search["status"] != "duplicate"]
+    search["kind_of_point"] = search["status"]
+    search.loc[(search["status"] == "complete") & search["pareto"], "kind_of_point"] = "pareto"
+    search.loc[(search["status"] == "complete") & ~search["pareto"], "kind_of_point"] = "dominated"
+    fig = go.Figure()
+    for kind, style in STYLES.items():
+        group = search[(search["kind_of_point"] == kind) & search[cost].notna()]
+        if group.empty:
+            continue
+        records = group.to_dict("records")
+        y = [r["accuracy"] if present(r["accuracy"]) else 0.0 for r in records]
+        fig.add_trace(
+            go.Scatter(
+                x=group[cost].tolist(),
+                y=y,
+                mode="markers",
+                name=CAPTIONS[kind],
+                marker=style,
+                text=[hover_text(r, objectives) for r in records],
+                hoverinfo="text",
+            )
+        )
+    front = search[search["kind_of_point"] == "pareto"].sort_values(cost)
+    if cost in objectives and len(front):
+        fig.add_trace(
+            go.Scatter(
+                x=front[cost].tolist(),
+                y=front["accuracy"].tolist(),
+                mode="lines",
+                line={"shape": "hv", "color": "rgb(31,119,180)", "width": 2},
+                name="Pareto front",
+                hoverinfo="skip",
+            )
+        )
+    references = data.references
+    if len(references) and references[cost].notna().any():
+        records = references.to_dict("records")
+        fig.add_trace(
+            go.Scatter(
+                x=references[cost].tolist(),
+                y=references["accuracy"].tolist(),
+                mode="markers+text",
+                name="references",
+                marker={"symbol": "star", "size": 14, "color": "rgb(44,160,44)", "line": {"width": 1}},
+                text=[escape(str(r["label"])) for r in records],
+                textposition="top center",
+                hovertext=[hover_text(r, objectives) for r in records],
+                hoverinfo="text",
+            )
+        )
+    limit = (data.attrs.get("budget") or {}).get(cost)
+    if limit:
+        fig.add_vline(x=limit, line={"dash": "dash", "color": "rgb(214,39,40)"})
+        fig.add_annotation(
+            x=limit, y=1, yref="paper", text=f"budget {_format(cost, limit)}", showarrow=False, xanchor="left"
+        )
+    # Open on the trials that trained, the references and the budget: far over-budget configs
+    # would squeeze the front into a corner (double-click the plot, or "log x", to see them all).
+    trained = search.loc[search["kind_of_point"] != "infeasible", cost].dropna().tolist()
+    shown = trained + references[cost].dropna().tolist() + ([limit] if limit else [])
+    if trained and max(search[cost].dropna()) > 1.15 * max(shown):
+        fig.update_xaxes(range=[0, 1.08 * max(shown)])
+    fig.update_layout(
+        template=TEMPLATE,
+        height=520,
+        margin={"l": 60, "r": 20, "t": 50, "b": 50},
+        xaxis_title=LABELS.get(cost, cost),
+        yaxis_title=LABELS["accuracy"],
+        legend={"orientation": "h", "y": -0.18},
+        hoverlabel={"align": "left", "font": {"size": 11}},
+        updatemenus=[_axis_switch()],
+    )
+    return fig
+
+
+def hypervolume_history(history: pd.DataFrame) -> go.Figure:
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("against finished trials", "against compute time"))
+    line = {"shape": "hv", "color": "rgb(31,119,180)"}
+    fig.add_trace(
+        go.Scatter(x=history["trials"], y=history["hypervolume"], mode="lines", line=line, name="by trials"),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=history["compute_hours"], y=history["hypervolume"], mode="lines", line=line, name="by time"
+        ),
+        row=1,
+        col=2,
+    )
+    fig.update_xaxes(title_text="trials finished", row=1, col=1)
+    fig.update_xaxes(title_text="trial compute (hours, summed)", row=1, col=2)
+    fig.update_yaxes(title_text="normalised hypervolume", row=1, col=1)
+    fig.update_layout(template=TEMPLATE, height=360, showlegend=False, margin={"l": 60, "r": 20, "t": 40})
+    return fig
+
+
+def importances(table: pd.DataFrame) -> go.Figure:
+    fig = go.Figure()
+    for name in table.columns:
+        fig.add_trace(
+            go.Bar(
+                y=[escape(str(s)) for s in table.index],
+                x=table[name].tolist(),
+                orientation="h",
+                name=LABELS.get(name, name),
+            )
+        )
+    fig.update_layout(
+        template=TEMPLATE,
+        barmode="group",
+        height=140 + 40 * len(table) * max(1, len(table.columns)) // 2,
+        xaxis_title="importance (PED-ANOVA, normalised per objective)",
+        yaxis={"autorange": "reversed"},
+        margin={"l": 160, "r": 20, "t": 30, "b": 50},
+    )
+    return fig
+
+
+def learning_curves(data: StudyData) -> go.Figure | None:
+    """Validation accuracy per epoch of the Pareto-optimal trials, and the attention temperature
+    each used (when its family has one)."""
+    history = data.history
+    if history.empty or not data.front:
+        return None
+    front = history[(history["kind"] == "search") & history["number"].isin(data.front)]
+    has_temperature = "temperature" in front and front["temperature"].notna().any()
+    fig = make_subplots(
+        rows=1,
+        cols=2 if has_temperature else 1,
+        subplot_titles=("validation accuracy", "attention temperature") if has_temperature else None,
+    )
+    for i, (number, curve) in enumerate(front.groupby("number")):
+        color = _palette(i)
+        fig.add_trace(
+            go.Scatter(
+                x=curve["epoch"],
+                y=curve["val_accuracy"],
+                mode="lines+markers",
+                name=f"trial {number}",
+                legendgroup=str(number),
+                line={"color": color},
+            ),
+            row=1,
+            col=1,
+        )
+        if has_temperature and curve["temperature"].notna().any():
+            fig.add_trace(
+                go.Scatter(
+                    x=curve["epoch"],
+                    y=curve["temperature"],
+                    mode="lines",
+                    name=f"trial {number}",
+                    legendgroup=str(number),
+                    showlegend=False,
+                    line={"color": color, "dash": "dot"},
+                ),
+                row=1,
+                col=2,
+            )
+    fig.update_xaxes(title_text="epoch")
+    fig.update_layout(template=TEMPLATE, height=380, margin={"l": 60, "r": 20, "t": 40, "b": 50})
+    return fig
+
+
+def proxy_vs_full(table: pd.DataFrame) -> go.Figure:
+    fig = go.Figure(
+        go.Scatter(
+            x=table["proxy_accuracy"],
+            y=table["full_accuracy"],
+            mode="markers+text",
+            text=[f"{n}" for n in table["number"]],
+            textposition="top center",
+            marker={"size": 9},
+            hovertemplate="trial %{text}<br>proxy %{x:.4f}<br>full %{y:.4f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        template=TEMPLATE,
+        height=420,
+        xaxis_title="proxy accuracy",
+        yaxis_title="full accuracy (mean over replay seeds)",
+        margin={"l": 60, "r": 20, "t": 30, "b": 50},
+    )
+    return fig
+
+
+def _axis_switch() -> dict[str, Any]:
+    return {
+        "type": "buttons",
+        "direction": "right",
+        "x": 0,
+        "y": 1.12,
+        "xanchor": "left",
+        "buttons": [
+            {"label": "linear x", "method": "relayout", "args": [{"xaxis.type": "linear"}]},
+            {
+                "label": "log x",
+                "method": "relayout",
+                "args": [{"xaxis.type": "log", "xaxis.autorange": True}],
+            },
+        ],
+    }
+
+
+def _leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(node, dict):
+        return [leaf for k, v in node.items() for leaf in _leaves(v, f"{prefix}.{k}" if prefix else str(k))]
+    return [(prefix, node)]
+
+
+def _format(name: str, value: float) -> str:
+    if name == "accuracy":
+        return f"{value:.4f}"
+    if name == "seconds":
+        return f"{value:.1f} s"
+    return f"{value:,.0f}"
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _palette(i: int) -> str:
+    colors = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+    return colors[i % len(colors)]

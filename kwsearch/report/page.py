@@ -1,0 +1,374 @@
+"""The report page: one self-contained HTML file (plotly.js inlined, no network).
+
+Everything a user or a study provided (names, space values, configs, error messages, labels) goes
+through :func:`html.escape` before it reaches the page; plot data travels as JSON that plotly
+writes with ``<`` and ``>`` escaped, and hover text is escaped in :mod:`kwsearch.report.figures`.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from html import escape
+from importlib import metadata
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+
+from kwsearch import __version__
+from kwsearch.report import analysis, figures
+from kwsearch.report.data import StudyData, present
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1200px;
+padding:0 16px 48px;color:#222;line-height:1.4}
+h1{font-size:1.5em;margin:18px 0 4px;word-break:break-all}h2{font-size:1.2em;margin-top:32px;
+border-bottom:1px solid #ddd;padding-bottom:4px}h3{font-size:1em;margin:18px 0 6px}
+table{border-collapse:collapse;font-size:13px;margin:6px 0 12px}
+td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
+th{background:#f4f6f8}td.n{text-align:right;font-variant-numeric:tabular-nums}
+code,.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
+.note{background:#fff8e1;border:1px solid #f0d98c;padding:8px 12px;border-radius:4px;margin:10px 0}
+.muted{color:#666;font-size:13px}.wide{overflow-x:auto}
+dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;font-size:14px}
+dl.facts dt{color:#555}dl.facts dd{margin:0;word-break:break-word}
+"""
+PLOT_CONFIG = {"displaylogo": False, "responsive": True, "toImageButtonOptions": {"format": "svg"}}
+
+
+def render(data: StudyData) -> str:
+    """The whole page for ``data``."""
+    body = [_header(data)]
+    notice = _notice(data)
+    if notice:
+        body.append(f'<p class="note">{escape(notice)}</p>')
+    if len(data.search):
+        body += _fronts(data)
+        body += _hypervolume(data)
+        body += _settings_that_matter(data)
+        body += _learning_curves(data)
+        body += _top_configurations(data)
+        body += _proxy_vs_full(data)
+        body += _problems(data)
+    body.append(
+        f'<p class="muted">Generated {escape(time.strftime("%Y-%m-%d %H:%M:%S"))} by kwsearch '
+        f"{escape(__version__)} from <code>{escape(data.storage)}</code>. The data behind this page is in "
+        "the CSV and Parquet files beside it.</p>"
+    )
+    title = escape(f"kwsearch report: {data.name}")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title>'
+        f'<style>{STYLE}</style><script type="text/javascript">{get_plotlyjs()}</script></head>'
+        f"<body>{''.join(body)}</body></html>\n"
+    )
+
+
+def _notice(data: StudyData) -> str | None:
+    """What a reader must know before reading the plots: nothing to show, or not finished."""
+    counts = data.counts()
+    running = counts.get("running", 0) + counts.get("waiting", 0)
+    if not len(data.search):
+        return "This study has no trials yet: run `kwsearch search` and generate the report again."
+    messages = []
+    if running:
+        messages.append(
+            f"This study is still running ({running} trial(s) running or waiting): "
+            "the report is a snapshot of the trials finished so far."
+        )
+    if not len(data.complete):
+        finished = sum(counts.get(s, 0) for s in ("pruned", "failed", "infeasible"))
+        if finished and counts.get("failed", 0) == finished:
+            messages.append(
+                f"All {finished} finished trial(s) failed: there is no front; the errors are below."
+            )
+        elif finished:
+            messages.append(
+                f"No trial has completed ({_counts_text(counts)}): there is no front yet; "
+                "see the trials below."
+            )
+    elif len(data.complete) == 1:
+        messages.append("One complete trial: the front is that trial; comparisons need more.")
+    return " ".join(messages) or None
+
+
+def _header(data: StudyData) -> str:
+    settings = data.attrs.get("settings") or {}
+    counts = data.counts()
+    sampler = settings.get("sampler") or {}
+    sampler_text = sampler.get("name", "unknown")
+    if sampler.get("name") == "grid":
+        sampler_text += f", seeds {sampler.get('seeds')}"
+    else:
+        sampler_text += f", seed {sampler.get('seed')}"
+    if sampler.get("options"):
+        sampler_text += f", options {json.dumps(sampler['options'])}"
+    budget = settings.get("budget") or {}
+    trained = int(data.search["trained"].sum()) if len(data.search) else 0
+    spent = f"{trained} trained trial(s)"
+    if budget.get("trials"):
+        spent += f" of {budget['trials']}"
+    seconds = float(data.search["seconds"].fillna(0).sum()) if len(data.search) else 0.0
+    gpus = float(data.attrs.get("gpus_per_trial") or 0.0)
+    spent += f"; trial time {seconds / 3600:.2f} h"
+    if gpus:
+        spent += f" ({seconds * gpus / 3600:.2f} GPU hours)"
+    limits = data.attrs.get("budget") or {}
+    limit_text = ", ".join(f"{k} ≤ {v:,.0f}" for k, v in limits.items()) or "none"
+    baseline = data.attrs.get("baseline") or {}
+    if baseline.get("params"):
+        limit_text += f" (static baseline: {baseline['params']:,} params)"
+    data_settings = settings.get("data") or {}
+    data_text = str(data_settings.get("name", "unknown"))
+    if data_settings.get("options"):
+        data_text += f" {json.dumps(data_settings['options'])}"
+    started = data.attrs.get("started")
+    early = settings.get("early_stopping") or {}
+    facts = {
+        "study": data.name,
+        "study file": data.attrs.get("source") or "(none stored)",
+        "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)) if started else "unknown",
+        "objectives": ", ".join(data.objectives),
+        "trials": _counts_text(counts) or "none",
+        "budget": f"limits: {limit_text}; trials: {budget.get('trials') or 'no limit'}"
+        + (f"; wall clock {budget['wall_clock']:.0f} s" if budget.get("wall_clock") else "")
+        + (f"; {budget['gpu_hours']} GPU hours" if budget.get("gpu_hours") else ""),
+        "budget spent": spent,
+        "sampler": sampler_text,
+        "early stopping": "off"
+        if not early.get("enabled", True)
+        else f"Pareto successive halving from epoch {early.get('min_epochs', 1)}, "
+        f"factor {early.get('reduction_factor', 3)}",
+        "data": data_text,
+        "proxy recipe": json.dumps(settings.get("proxy") or {}, sort_keys=True),
+        "storage": data.storage,
+        "software": _versions(),
+    }
+    rows = "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in facts.items())
+    return (
+        f"<h1>{escape(data.name)}</h1><p class='muted'>kwsearch study report</p><dl class='facts'>{rows}</dl>"
+    )
+
+
+def _fronts(data: StudyData) -> list[str]:
+    parts = ["<h2>Accuracy against cost</h2>"]
+    parts.append(
+        "<p class='muted'>Every trial is a point; the Pareto front is the step line; dominated trials are "
+        "faded; pruned, failed and infeasible trials have their own markers (infeasible configs never "
+        "trained and sit at accuracy 0). Stars are the reference models; the dashed line is the "
+        "budget. Hover a point for its config, metrics and replay command; the buttons switch the x "
+        "axis between linear and log.</p>"
+    )
+    for cost in ("params", "macs"):
+        if cost in data.search and data.search[cost].notna().any():
+            parts.append(f"<h3>against {escape(figures.LABELS.get(cost, cost))}</h3>")
+            parts.append(_plot(figures.accuracy_vs_cost(data, cost)))
+    return parts
+
+
+def _hypervolume(data: StudyData) -> list[str]:
+    history = analysis.hypervolume_history(data)
+    point = data.attrs.get("reference_point")
+    parts = ["<h2>Hypervolume</h2>"]
+    if point:
+        described = ", ".join(
+            f"{name} {_number(abs(v) if name == 'accuracy' else v, name)}"
+            for name, v in zip(data.objectives, point, strict=False)
+        )
+        parts.append(
+            "<p class='muted'>Volume dominated by the front, as a fraction of the box between the ideal "
+            "point (accuracy 1, zero cost) and the reference point fixed when the study started: "
+            f"<b>{escape(described)}</b>.</p>"
+        )
+    if history.empty:
+        return [*parts, "<p>No trial has finished yet.</p>"]
+    return [*parts, _plot(figures.hypervolume_history(history))]
+
+
+def _settings_that_matter(data: StudyData) -> list[str]:
+    parts = ["<h2>Which settings matter</h2>", "<h3>Parameter importances</h3>"]
+    found = analysis.importances(data)
+    if isinstance(found, str):
+        parts.append(f"<p>{escape(found)}</p>")
+    else:
+        parts.append(
+            "<p class='muted'>Optuna's PED-ANOVA importance of each searched setting for each objective, "
+            "over complete trials (infeasible configs left out).</p>"
+        )
+        parts.append(_plot(figures.importances(found)))
+    parts.append("<h3>Objectives by value (mean ± 95% confidence interval, complete trials)</h3>")
+    tables = analysis.effects(data)
+    if not tables:
+        parts.append("<p>No complete trials to compare.</p>")
+    for key, table in tables.items():
+        parts.append(f"<h3 class='mono'>{escape(key)}</h3>")
+        parts.append(_table(_with_intervals(table, data.objectives)))
+    parts.append("<h3>Paired differences against the baseline value</h3>")
+    paired = analysis.paired_differences(data)
+    if isinstance(paired, str):
+        parts.append(f"<p>{escape(paired)}</p>")
+    else:
+        parts.append(
+            "<p class='muted'>Each row pairs trials that agree on every other setting and seed and differ "
+            "in this one: the mean difference (value minus baseline) with its 95% confidence interval.</p>"
+        )
+        for key, table in paired.items():
+            parts.append(f"<h3 class='mono'>{escape(key)}</h3>")
+            parts.append(_table(_with_intervals(table, [f"Δ {n}" for n in data.objectives])))
+    return parts
+
+
+def _learning_curves(data: StudyData) -> list[str]:
+    fig = figures.learning_curves(data)
+    parts = ["<h2>Learning curves of the Pareto-optimal trials</h2>"]
+    if fig is None:
+        return [*parts, "<p>No Pareto-optimal trial yet.</p>"]
+    return [*parts, _plot(fig)]
+
+
+def _top_configurations(data: StudyData) -> list[str]:
+    parts = ["<h2>Top configurations (the Pareto front)</h2>"]
+    front = data.search[data.search["number"].isin(data.front)]
+    if front.empty:
+        return [*parts, "<p>No Pareto-optimal trial yet.</p>"]
+    cost = data.objectives[1]
+    rows = []
+    for row in front.sort_values(cost).to_dict("records"):
+        config = json.loads(row["config"]) if row["config"] else None
+        rows.append(
+            {
+                "trial": row["number"],
+                "config (difference from the static baseline)": analysis.config_diff(
+                    config, data.baseline_config
+                ),
+                "accuracy": row["accuracy"],
+                "params": row["params"],
+                "MACs": row["macs"],
+                "train time (s)": row["train_seconds"],
+                "replay": row["replay"],
+            }
+        )
+    parts.append(_table(pd.DataFrame(rows), mono={"replay"}))
+    numbers = ",".join(str(n) for n in sorted(data.front))
+    parts.append(
+        f"<p>Replay the whole front: <code>{escape(f'kwsearch replay {data.target} --trials {numbers}')}"
+        "</code></p>"
+    )
+    return parts
+
+
+def _proxy_vs_full(data: StudyData) -> list[str]:
+    parts = ["<h2>Proxy against full training</h2>"]
+    found = analysis.proxy_vs_full(data)
+    if isinstance(found, str):
+        return [*parts, f"<p>{escape(found)}</p>"]
+    table, correlations = found
+    if correlations:
+        parts.append(
+            "<p>Rank correlation of proxy and full accuracy: "
+            + escape(", ".join(f"{k} = {v:.3f}" for k, v in correlations.items()))
+            + f" over {len(table)} trials.</p>"
+        )
+    else:
+        parts.append("<p>Rank correlations need three or more replayed trials with distinct accuracies.</p>")
+    parts.append(_plot(figures.proxy_vs_full(table)))
+    parts.append(_table(table))
+    return parts
+
+
+def _problems(data: StudyData) -> list[str]:
+    """Why trials failed or were not trained: each distinct error with its trials."""
+    search = data.search
+    troubled = search[search["status"].isin(["failed", "infeasible"]) & search["error"].notna()]
+    if troubled.empty:
+        return []
+    grouped = (
+        troubled.groupby(["status", "error"])["number"]
+        .agg(lambda n: ", ".join(str(x) for x in sorted(n)))
+        .reset_index()
+    )
+    grouped["trials"] = grouped["number"]
+    return [
+        "<h2>Failed and infeasible trials</h2>",
+        _table(grouped[["status", "trials", "error"]], mono={"error"}),
+    ]
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _plot(fig: go.Figure) -> str:
+    return (
+        "<div class='wide'>"
+        + fig.to_html(full_html=False, include_plotlyjs=False, config=PLOT_CONFIG)
+        + "</div>"
+    )
+
+
+def _table(frame: pd.DataFrame, mono: set[str] = frozenset()) -> str:
+    """An HTML table with every cell escaped; numbers right-aligned and formatted by column."""
+    head = "".join(f"<th>{escape(str(c))}</th>" for c in frame.columns)
+    body = []
+    for row in frame.to_dict("records"):
+        cells = []
+        for column, value in row.items():
+            numeric = isinstance(value, int | float) and not isinstance(value, bool)
+            css = " class='n'" if numeric else (" class='mono'" if column in mono else "")
+            cells.append(f"<td{css}>{escape(_number(value, str(column)) if numeric else _text(value))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (
+        f"<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def _with_intervals(table: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """Fold each ``name`` and ``name ±95%`` column pair into one ``mean ± half`` text column."""
+    out = table.copy()
+    for name in names:
+        interval = f"{name} ±95%"
+        if name not in out or interval not in out:
+            continue
+        out[name] = [
+            _number(m, name) + ("" if _missing(h) else f" ± {_number(h, name)}")
+            for m, h in zip(out[name], out[interval], strict=True)
+        ]
+        out = out.drop(columns=interval)
+    return out
+
+
+def _number(value: Any, column: str) -> str:
+    if _missing(value):
+        return "–"
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) >= 1000):
+        return f"{value:,.0f}"
+    if "accuracy" in column or column in ("hypervolume", "Spearman ρ", "Kendall τ"):
+        return f"{value:.4f}"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
+
+
+def _text(value: Any) -> str:
+    return "" if value is None or _missing(value) else str(value)
+
+
+def _missing(value: Any) -> bool:
+    return not present(value)
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    order = ("complete", "pruned", "failed", "infeasible", "duplicate", "running", "waiting")
+    return ", ".join(f"{counts[s]} {s}" for s in order if counts.get(s))
+
+
+def _versions() -> str:
+    found = [f"python {platform.python_version()}", f"kwsearch {__version__}"]
+    for package in ("torch", "optuna", "ray", "plotly", "pandas"):
+        try:
+            found.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return ", ".join(found) + " (this report's environment)"

@@ -1,0 +1,103 @@
+"""The report of a real tiny study (run_search on generated data: references, pruned and
+infeasible trials), the `kwsearch report` command, and the page in headless Chromium."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from kwsearch.cli import app
+from kwsearch.report import load, write_report
+from kwsearch.search import load_study
+from kwsearch.search.runner import default_storage, run_search
+from tests.helpers import TINY_DATA, TINY_PROXY
+from tests.test_report_cases import assert_plots_rendered, open_in_chromium
+
+pytestmark = pytest.mark.slow
+
+STUDY = {
+    "name": "tiny",
+    "space": {
+        "backbone": "resnet18_cifar",
+        "num_classes": 4,
+        "in_chans": 1,
+        "input_size": [12, 12],
+        "width": {"choice": [0.0625, 0.09375, 0.125]},
+        "conv": {"family": {"choice": ["static", "kw"]}, "kw": {"cell_num_ratio": {"choice": [1, 2]}}},
+    },
+    "data": TINY_DATA,
+    "proxy": TINY_PROXY,
+    "budget": {"trials": 5, "params": "8x"},  # kw at width 0.125 with 2x cells is over budget
+    "sampler": {"name": "random", "seed": 1},
+    "resources": {"cpu": 1, "max_concurrent": 2, "threads": 1},
+    "references": ["static", "kw_1x"],
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The study file and its runs folder, after a finished search."""
+    import ray
+
+    folder = tmp_path_factory.mktemp("report")
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(STUDY))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        run_search(load_study(path), runs_dir=folder / "runs", progress=False)
+    finally:
+        ray.shutdown()
+    return path, folder / "runs"
+
+
+def test_the_report_of_a_real_study_shows_its_front_references_and_budget(tiny, tmp_path):
+    path, runs = tiny
+    data = load(default_storage(runs / "tiny"), "tiny", target=str(path))
+    files = write_report(data, tmp_path / "tiny.html")
+    page = files.html.read_text()
+    search = data.search
+    assert data.front and set(data.front) <= set(search.loc[search["status"] == "complete", "number"])
+    assert set(data.references["label"]) == {"static", "kw_1x"}
+    for heading in ("Accuracy against cost", "Hypervolume", "Which settings matter", "Top configurations"):
+        assert heading in page
+    assert "budget " in page and "Pareto front" in page
+    for number in data.front:
+        assert f"kwsearch replay {path} --trials {number}" in page
+    assert "over budget" in page  # the infeasible configs' reason
+    table = pd.read_csv(files.csv)
+    assert len(table) == len(search) + 2
+    assert set(table.loc[table["pareto"].astype(bool), "number"]) == set(data.front)
+    history = pd.read_csv(files.history_csv)
+    assert {"val_accuracy", "epoch"} <= set(history.columns)
+
+
+def test_the_command_reads_a_study_file_or_a_name(tiny, tmp_path, monkeypatch):
+    path, runs = tiny
+    runner = CliRunner()
+    out = tmp_path / "by-file.html"
+    result = runner.invoke(app, ["report", str(path), "--runs-dir", str(runs), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and out.with_suffix(".csv").is_file() and out.with_suffix(".parquet").is_file()
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["report", "tiny", "--runs-dir", str(runs)])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "reports" / "tiny.html").read_text()
+    assert "kwsearch replay tiny --trials" in page
+
+
+def test_an_unknown_study_is_bad_input_naming_it(tiny, tmp_path):
+    _, runs = tiny
+    runner = CliRunner()
+    result = runner.invoke(app, ["report", "nosuch", "--runs-dir", str(runs)])
+    assert result.exit_code == 2 and "nosuch" in result.output
+    storage = default_storage(runs / "tiny")
+    result = runner.invoke(app, ["report", "nosuch", "--storage", storage])
+    assert result.exit_code == 2 and "unknown study 'nosuch'" in result.output and "tiny" in result.output
+
+
+def test_chromium_renders_the_real_report_without_console_errors(tiny, tmp_path):
+    path, runs = tiny
+    files = write_report(load(default_storage(runs / "tiny"), "tiny", target=str(path)), tmp_path / "t.html")
+    assert_plots_rendered(open_in_chromium(files.html, tmp_path), files.html.read_text())
