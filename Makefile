@@ -18,9 +18,11 @@ $(BIN)/kwsearch: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-# A KernelWarehouse search on Fashion-MNIST, on the CPU, in a few minutes; ends with the front.
+# A KernelWarehouse search on Fashion-MNIST, on the CPU, in a few minutes; ends with the front
+# and the report (reports/quickstart.html).
 quickstart: setup
 	$(BIN)/kwsearch search studies/quickstart.yaml
+	$(BIN)/kwsearch report studies/quickstart.yaml
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -8,10 +8,8 @@ writes with ``<`` and ``>`` escaped, and hover text is escaped in :mod:`kwsearch
 from __future__ import annotations
 
 import json
-import platform
 import time
 from html import escape
-from importlib import metadata
 from typing import Any
 
 import pandas as pd
@@ -21,6 +19,7 @@ from plotly.offline import get_plotlyjs
 from kwsearch import __version__
 from kwsearch.report import analysis, figures
 from kwsearch.report.data import StudyData, present
+from kwsearch.versions import software_versions
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1200px;
@@ -145,7 +144,7 @@ def _header(data: StudyData) -> str:
         "data": data_text,
         "proxy recipe": json.dumps(settings.get("proxy") or {}, sort_keys=True),
         "storage": data.storage,
-        "software": _versions(),
+        "software": _versions(data.attrs.get("software")),
     }
     rows = "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in facts.items())
     return (
@@ -364,11 +363,9 @@ def _counts_text(counts: dict[str, int]) -> str:
     return ", ".join(f"{counts[s]} {s}" for s in order if counts.get(s))
 
 
-def _versions() -> str:
-    found = [f"python {platform.python_version()}", f"kwsearch {__version__}"]
-    for package in ("torch", "optuna", "ray", "plotly", "pandas"):
-        try:
-            found.append(f"{package} {metadata.version(package)}")
-        except metadata.PackageNotFoundError:
-            continue
-    return ", ".join(found) + " (this report's environment)"
+def _versions(stored: dict[str, str] | None) -> str:
+    """The versions the study started with; a study stored before they were recorded shows
+    the report's own environment, and says so."""
+    versions = stored or software_versions()
+    text = ", ".join(f"{name} {version}" for name, version in versions.items())
+    return text if stored else text + " (this report's environment)"

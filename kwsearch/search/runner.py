@@ -30,6 +30,7 @@ from kwsearch.search.scheduler import ParetoScheduler, ParetoSuccessiveHalving
 from kwsearch.search.searcher import OptunaBudgetSearcher, SearchPlan
 from kwsearch.search.space import Dimension
 from kwsearch.search.study import Study, StudyError
+from kwsearch.versions import software_versions
 
 # How many configs of the space (every choice, numbers at their lowest) are accounted before the
 # study starts to tell whether any can meet the budget.
@@ -156,6 +157,7 @@ def open_studies(study: Study, storage: str, budget: ResolvedBudget, baseline: C
         search.set_user_attr("baseline", baseline.as_dict())
         search.set_user_attr("reference_point", _reference_point(study, budget, baseline))
         search.set_user_attr("started", time.time())
+        search.set_user_attr("software", software_versions())
     elif stored != fingerprint:
         changed = sorted(k for k in fingerprint if fingerprint[k] != stored.get(k))
         raise StudyError(
