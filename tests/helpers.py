@@ -61,3 +61,58 @@ def serving(folder):
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- tiny searches ---------------------------------------------------------------------------------
+
+TINY_SPACE = {
+    "backbone": "resnet18_cifar",
+    "num_classes": 4,
+    "in_chans": 1,
+    "input_size": [12, 12],
+    "width": 0.0625,
+    "conv": {"family": "static"},
+}
+TINY_DATA = {
+    "name": "synthetic",
+    "options": {"num_classes": 4, "height": 12, "width": 12, "channels": 1, "num_train": 320, "num_test": 64},
+}
+TINY_PROXY = {"epochs": 2, "batch_size": 64, "val_size": 64, "augment": False}
+
+
+def tiny_study(name: str, space: dict | None = None, **settings) -> dict:
+    """A study mapping over the tiny space (overrides merged in), on generated 12x12 data, that
+    trains each trial in well under a second on one CPU."""
+    study = {
+        "name": name,
+        "space": {**TINY_SPACE, **(space or {})},
+        "data": TINY_DATA,
+        "proxy": TINY_PROXY,
+        "early_stopping": False,
+        "resources": {"cpu": 1, "max_concurrent": 2, "threads": 1},
+        "references": [],
+    }
+    study.update(settings)
+    return study
+
+
+def stored_trials(run_dir, name: str):
+    """The trials of study ``name`` in the default storage under ``run_dir``."""
+    import optuna
+
+    url = f"sqlite:///{run_dir / 'study.db'}"
+    return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+
+
+def ray_trials(run_dir) -> dict[str, dict]:
+    """Every trial Ray Tune was given, from its experiment state files (one per driver run): Ray's
+    trial id -> {config, last_result}. What reached a trainer, read from Ray's side."""
+    import json
+
+    trials = {}
+    for path in sorted((run_dir / "ray" / "tune").glob("experiment_state-*.json")):
+        for trial_json, metadata in json.loads(path.read_text())["trial_data"]:
+            trial = json.loads(trial_json)
+            runtime = json.loads(metadata)
+            trials[trial["trial_id"]] = {"config": trial["config"], "last_result": runtime["last_result"]}
+    return trials

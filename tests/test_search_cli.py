@@ -1,0 +1,219 @@
+"""`kwsearch search` as a user runs it, in subprocesses: resume after the driver is killed with
+SIGKILL, and a search that joins a Ray cluster started with `ray start --head`."""
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kwsearch.search import status_of
+from tests.helpers import ray_trials, stored_trials, tiny_study
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def identity(trial):
+    return json.dumps([trial.user_attrs["config"], trial.user_attrs.get("seed", 0)], sort_keys=True)
+
+
+def session_members(sid: int) -> list[str]:
+    """Command lines of the live processes in session ``sid`` (zombies left out)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid and fields[0] != "Z":
+                found.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def wait_for_no_members(sid: int, seconds: float) -> list[str]:
+    """Wait until session ``sid`` is empty; kill what is left after ``seconds`` and return it."""
+    deadline = time.time() + seconds
+    while (members := session_members(sid)) and time.time() < deadline:
+        time.sleep(0.5)
+    for stat in Path("/proc").glob("[0-9]*/stat") if members else ():
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[3]) == sid:
+                os.kill(int(stat.parent.name), signal.SIGKILL)
+    return members
+
+
+def ready_to_kill(db: Path) -> bool:
+    """Two trials finished and one running midway (read with sqlite3: opening
+    the storage with Optuna while the driver creates it would race on its tables)."""
+    if not db.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(db, timeout=5)) as connection:
+            states = dict(connection.execute("SELECT state, count(*) FROM trials GROUP BY state").fetchall())
+            histories = connection.execute(
+                "SELECT a.value_json FROM trial_user_attributes a JOIN trials t ON a.trial_id = t.trial_id "
+                "WHERE t.state = 'RUNNING' AND a.key = 'history'"
+            ).fetchall()
+    except sqlite3.OperationalError:  # tables not created yet
+        return False
+    # at most 2 of its 4 epochs done, so that it is still running when the signal lands
+    midway = [h for (h,) in histories if 1 <= len(json.loads(h)) <= 2]
+    return states.get("COMPLETE", 0) >= 2 and len(midway) == 1
+
+
+def test_resume_after_kill_9_loses_and_duplicates_no_trial(tmp_path):
+    study = tiny_study(
+        "resume",
+        {"dropout": {"float": [0.0, 0.5]}},
+        proxy={"epochs": 4, "batch_size": 64, "val_size": 64, "augment": False},
+        sampler={"name": "random", "seed": 0},
+        budget={"trials": 4},
+        resources={"cpu": 1, "max_concurrent": 1, "threads": 1},
+    )
+    path = tmp_path / "resume.yaml"
+    path.write_text(yaml.safe_dump(study))
+    command = [str(BIN / "kwsearch"), "search", str(path), "--json", "--runs-dir", str(tmp_path / "runs")]
+    run_dir = tmp_path / "runs" / "resume"
+
+    driver = subprocess.Popen(
+        command, cwd=tmp_path, env=ENV, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.time() + 180
+        while True:
+            assert driver.poll() is None, driver.communicate()
+            assert time.time() < deadline, "the search never had 2 finished trials and one running"
+            if ready_to_kill(run_dir / "study.db"):
+                break
+            time.sleep(0.1)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)  # the driver and every process it started
+        driver.wait(timeout=30)
+    leftover = wait_for_no_members(driver.pid, seconds=15)
+    assert leftover == [], "processes of the killed driver outlived it"
+
+    before = {t.number: t for t in stored_trials(run_dir, "resume")}
+    finished = {n: t for n, t in before.items() if status_of(t) == "complete"}
+    interrupted = [n for n, t in before.items() if status_of(t) == "running"]
+    assert len(finished) >= 2 and len(interrupted) == 1
+
+    again = subprocess.run(command, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout.strip().splitlines()[-1])
+    after = {t.number: t for t in stored_trials(run_dir, "resume")}
+    trained = [t for t in after.values() if t.user_attrs.get("trained")]
+    assert len(trained) == 4 == summary["complete"] == summary["trials"]
+    assert summary["running"] == summary["failed"] == 0
+    # the finished trials kept their numbers and values; the interrupted one re-ran under its number
+    for number, trial in finished.items():
+        assert after[number].values == trial.values
+        assert after[number].user_attrs["history"] == trial.user_attrs["history"]
+    assert status_of(after[interrupted[0]]) == "complete"
+    assert after[interrupted[0]].params == before[interrupted[0]].params
+    assert len(after[interrupted[0]].user_attrs["history"]) == 4
+    assert len({identity(t) for t in trained}) == len(trained)
+    # a seeded sampler restarts its sequence: what it proposes again is stored as a duplicate
+    for trial in after.values():
+        if status_of(trial) == "duplicate":
+            assert identity(trial) == identity(after[trial.user_attrs["duplicate_of"]])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_search_joins_a_ray_cluster_started_with_ray_start(tmp_path):
+    study = tiny_study(
+        "cluster",
+        {"width": {"choice": [0.0625, 0.125]}},
+        sampler={"name": "random", "seed": 0},
+        budget={"trials": 2},
+    )
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(study))
+    port = free_port()
+    temp_dir = tempfile.mkdtemp(prefix="kwray", dir="/tmp")  # Ray's socket paths must stay short
+    # --block keeps the head's processes in this session, so stopping it stops only this cluster
+    # (`ray stop --force` would stop every Ray instance on the machine, other users' included)
+    env = {**ENV, "RAY_AUTH_MODE": "token"}  # `ray start` turns token authentication on
+    head = subprocess.Popen(
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.1",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={temp_dir}",
+        ],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        address = f"127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while subprocess.run(
+            [str(BIN / "ray"), "status", f"--address={address}"], env=env, capture_output=True, timeout=60
+        ).returncode:
+            assert head.poll() is None, head.communicate()
+            assert time.time() < deadline, "the Ray head never came up"
+            time.sleep(1)
+        result = subprocess.run(
+            [
+                str(BIN / "kwsearch"),
+                "search",
+                str(path),
+                "--address",
+                address,
+                "--json",
+                "--runs-dir",
+                "runs",
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        summary = json.loads(result.stdout.strip().splitlines()[-1])
+        assert {"trials", "complete", "pruned", "failed", "infeasible", "pareto"} <= set(summary)
+        assert summary["trials"] == summary["complete"] == 2
+        assert summary["pruned"] == summary["failed"] == summary["infeasible"] == 0
+        assert summary["pareto"] and all(isinstance(n, int) for n in summary["pareto"])
+        # the trials ran in the cluster's workers (their logs are in its temp dir), not in a Ray
+        # the driver started for itself
+        pids = {t["last_result"]["pid"] for t in ray_trials(tmp_path / "runs" / "cluster").values()}
+        logs = "\n".join(p.name for p in Path(temp_dir).glob("session_*/logs/python-core-worker-*.log"))
+        assert pids and all(f"_{pid}.log" in logs for pid in pids)
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops its processes on SIGTERM
+        try:
+            head.wait(timeout=5)  # it may wait ~30 s on a GCS it stopped first: no need to
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait(timeout=30)
+        leftover = wait_for_no_members(head.pid, seconds=15)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert leftover == [], "the cluster's processes outlived its head"

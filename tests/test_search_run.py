@@ -1,0 +1,186 @@
+"""Tiny searches run in this process on generated data, sharing one local Ray instance: each
+sampler, grid ablations, budgets that keep configs from the trainer, early stopping, failures."""
+
+import json
+from collections import Counter
+
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from kwsearch.search import load_study, status_of
+from kwsearch.search.runner import run_search
+from tests.helpers import ray_trials, stored_trials, tiny_study
+
+pytestmark = pytest.mark.slow
+
+SEARCHED = {
+    "width": {"choice": [0.0625, 0.09375, 0.125]},
+    "conv": {
+        "family": {"choice": ["static", "kw"]},
+        "kw": {"cell_num_ratio": {"choice": [1, 2]}},
+    },
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ray():
+    """One Ray instance for every search here (run_search leaves a running one alone)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def search(tmp_path, study: dict, **kwargs):
+    path = tmp_path / f"{study['name']}.yaml"
+    path.write_text(yaml.safe_dump(study))
+    summary = run_search(load_study(path), runs_dir=tmp_path / "runs", progress=False, **kwargs)
+    run_dir = tmp_path / "runs" / study["name"]
+    return summary, stored_trials(run_dir, study["name"]), run_dir
+
+
+def trained(trials):
+    return [t for t in trials if t.user_attrs.get("trained")]
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [
+        {"name": "tpe", "seed": 1},
+        {"name": "nsga2", "seed": 1, "options": {"population_size": 4}},
+        {"name": "gp", "seed": 1},
+        {"name": "random", "seed": 1},
+    ],
+    ids=lambda s: s["name"],
+)
+def test_each_sampler_finishes_a_tiny_search_with_the_trials_asked(tmp_path, sampler):
+    study = tiny_study(sampler["name"], SEARCHED, sampler=sampler, budget={"trials": 4})
+    summary, trials, run_dir = search(tmp_path, study)
+    assert summary.stop_reason is None
+    assert len(trained(trials)) == 4
+    assert summary.complete == 4 and summary.failed == summary.pruned == summary.infeasible == 0
+    assert summary.trials == 4
+    assert summary.pareto and set(summary.pareto) <= {t.number for t in trained(trials)}
+    assert 0 <= summary.hypervolume <= 1
+    for trial in trained(trials):
+        assert status_of(trial) == "complete" and trial.state == TrialState.COMPLETE
+        assert [h["epoch"] for h in trial.user_attrs["history"]] == [1, 2]
+        assert trial.values[0] == trial.user_attrs["history"][-1]["val_accuracy"]
+        assert trial.values[1] == trial.user_attrs["costs"]["params"]
+    # nothing is trained twice: each trained (config, seed) is distinct
+    identities = [
+        json.dumps([t.user_attrs["config"], t.user_attrs["seed"]], sort_keys=True) for t in trained(trials)
+    ]
+    assert len(set(identities)) == len(identities)
+    assert sorted(t["config"]["number"] for t in ray_trials(run_dir).values()) == sorted(
+        t.number for t in trained(trials)
+    )
+
+
+def test_grid_trains_every_combination_once_per_seed_and_resumes_to_nothing(tmp_path):
+    space = {"conv": {"family": {"choice": ["static", "kw"]}, "kw": {"cell_num_ratio": {"choice": [1, 2]}}}}
+    study = tiny_study("grid", space, sampler={"name": "grid", "seeds": [0, 1]}, references=["static"])
+    summary, trials, run_dir = search(tmp_path, study)
+    combinations = Counter(
+        (t.params["conv.family"], t.params.get("conv.kw.cell_num_ratio"), t.user_attrs["seed"])
+        for t in trained(trials)
+    )
+    expected = {(f, r, s) for f, r in [("static", None), ("kw", 1), ("kw", 2)] for s in (0, 1)}
+    assert set(combinations) == expected
+    assert set(combinations.values()) == {1}
+    assert summary.complete == 6 == summary.trials
+    # the seed reaches the trainer's recipe
+    seeds = Counter(
+        t["config"]["recipe"]["seed"] for t in ray_trials(run_dir).values() if not t["config"]["reference"]
+    )
+    assert seeds == {0: 3, 1: 3}
+    assert set(summary.references) == {"static"}
+
+    again, trials_after, _ = search(tmp_path, study)
+    assert len(trials_after) == len(trials)
+    assert again.complete == 6
+    assert len(ray_trials(run_dir)) == 7  # six trials and the reference, none trained again
+
+
+def test_over_budget_configs_never_reach_the_trainer(tmp_path):
+    # 4x the static baseline (46,476): the static nets and the narrowest kw net fit, wider kw nets do not
+    study = tiny_study(
+        "budget", SEARCHED, sampler={"name": "random", "seed": 3}, budget={"trials": 3, "params": "4x"}
+    )
+    summary, trials, run_dir = search(tmp_path, study)
+    limit = 4 * 46476
+    infeasible = [t for t in trials if status_of(t) == "infeasible"]
+    assert infeasible, "the random sampler should have proposed over-budget configs"
+    assert summary.infeasible == len(infeasible)
+    for trial in infeasible:
+        assert trial.user_attrs["costs"]["params"] > limit
+        assert trial.user_attrs["error"].startswith("over budget: params")
+        assert trial.constraints["params"] > 0 and trial.constraints["buildable"] == 0
+        assert "history" not in trial.user_attrs and "trained" not in trial.user_attrs
+        assert trial.number not in summary.pareto
+    assert len(trained(trials)) == 3 == summary.complete
+    assert summary.hypervolume > 0  # the reference point lies 10% beyond the limit
+    for trial in trained(trials):
+        assert trial.user_attrs["costs"]["params"] <= limit
+        assert all(c <= 0 for c in trial.constraints.values())
+    # Ray's own record: exactly the trained trials reached a trainer, and each ran to the end
+    reached = [t for t in ray_trials(run_dir).values() if not t["config"]["reference"]]
+    assert sorted(t["config"]["number"] for t in reached) == sorted(t.number for t in trained(trials))
+    assert all(t["last_result"]["epoch"] == 2 for t in reached)
+    assert all(t["config"]["cost_point"][0] <= limit for t in reached)
+
+
+def test_early_stopped_trials_are_stored_pruned_never_complete(tmp_path):
+    # equal costs (dropout adds no parameters): the rung ranks by accuracy alone
+    study = tiny_study(
+        "pruned",
+        {"dropout": {"float": [0.0, 0.5]}},
+        proxy={**tiny_study("x")["proxy"], "epochs": 3},
+        # TPE past its startup trials reads the pruned ones (multi-objective TPE once raised on them)
+        sampler={"name": "tpe", "seed": 0, "options": {"n_startup_trials": 2}},
+        budget={"trials": 6},
+        early_stopping={"min_epochs": 1, "reduction_factor": 2},
+        resources={"cpu": 1, "max_concurrent": 1, "threads": 1},
+    )
+    summary, trials, run_dir = search(tmp_path, study)
+    pruned = [t for t in trials if status_of(t) == "pruned"]
+    assert pruned and summary.pruned == len(pruned)
+    assert summary.pruned + summary.complete == 6 == len(trained(trials))
+    for trial in pruned:
+        assert trial.state == TrialState.PRUNED
+        history = trial.user_attrs["history"]
+        assert 1 <= len(history) < 3
+        # the metrics it was stopped on are kept in its history (not as Optuna intermediate
+        # values, on which multi-objective TPE raises)
+        assert trial.intermediate_values == {}
+        assert history[-1]["epoch"] == len(history)
+        assert trial.number not in summary.pareto
+    for trial in trials:
+        if status_of(trial) == "complete":
+            assert len(trial.user_attrs["history"]) == 3
+    ray_epochs = {t["config"]["number"]: t["last_result"]["epoch"] for t in ray_trials(run_dir).values()}
+    assert all(ray_epochs[t.number] == len(t.user_attrs["history"]) for t in pruned)
+
+
+def test_a_failing_trial_is_recorded_with_its_error_while_the_study_completes(tmp_path):
+    # a 3-class head on 4-class data fails inside the trainer, in the Ray worker
+    study = tiny_study(
+        "failing",
+        {"num_classes": {"choice": [3, 4]}, "width": {"choice": [0.0625, 0.09375, 0.125]}},
+        sampler={"name": "random", "seed": 0},
+        budget={"trials": 4},
+    )
+    summary, trials, _ = search(tmp_path, study)
+    failed = [t for t in trials if status_of(t) == "failed"]
+    assert failed and summary.failed == len(failed)
+    for trial in failed:
+        assert trial.state == TrialState.FAIL
+        assert trial.user_attrs["config"]["num_classes"] == 3
+        assert "num_classes" in trial.user_attrs["error"]
+        assert trial.user_attrs["error"].startswith("ModelConfigError")
+        assert "Traceback" in trial.user_attrs["traceback"]
+    assert len(trained(trials)) == 4 == summary.failed + summary.complete
+    assert summary.complete >= 1
+    assert all(t.user_attrs["config"]["num_classes"] == 4 for t in trials if status_of(t) == "complete")
