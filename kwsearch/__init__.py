@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "convert"]
+__all__ = ["__version__", "convert", "load"]
 
 
 def __getattr__(name: str):
@@ -11,4 +11,8 @@ def __getattr__(name: str):
         from kwsearch.models.convert import convert
 
         return convert
+    if name == "load":
+        from kwsearch.replay.export import load
+
+        return load
     raise AttributeError(f"module 'kwsearch' has no attribute {name!r}")

@@ -1,0 +1,29 @@
+"""Replay: the best configurations of a study trained with its full recipe, once per seed, through
+Ray Tune; results stored beside the study, linked to the proxy trials they replay.
+
+``run_replay`` (in :mod:`kwsearch.replay.runner`, which imports Ray) runs or resumes a replay;
+``load`` rebuilds a replayed model; ``rank_agreement`` says how far the proxy ranking held.
+"""
+
+from kwsearch.replay.analysis import correlation, rank_agreement, replay_results
+from kwsearch.replay.export import load
+from kwsearch.replay.select import ReplayError, select_trials, spread_along_front
+
+__all__ = [
+    "ReplayError",
+    "correlation",
+    "load",
+    "rank_agreement",
+    "replay_results",
+    "run_replay",
+    "select_trials",
+    "spread_along_front",
+]
+
+
+def __getattr__(name: str):
+    if name == "run_replay":  # lazily: it imports Ray
+        from kwsearch.replay.runner import run_replay
+
+        return run_replay
+    raise AttributeError(f"module 'kwsearch.replay' has no attribute {name!r}")
