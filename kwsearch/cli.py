@@ -266,5 +266,90 @@ def report(
     typer.echo(f"data: {files.csv}, {files.parquet}, {files.history_csv}")
 
 
+@app.command()
+def replay(
+    study: str = typer.Argument(..., help="A study file (YAML) or the name of a stored study."),
+    top: int | None = typer.Option(None, "--top", help="Replay K trials spread along the Pareto front."),
+    trials: str | None = typer.Option(None, "--trials", help="Replay these trials (numbers: I,J,...)."),
+    seeds: str | None = typer.Option(None, "--seeds", help="Seeds, e.g. 0,1,2 (default: the study's)."),
+    recipe: Path | None = typer.Option(
+        None, "--recipe", help="A recipe (YAML) instead of the study's replay."
+    ),
+    storage: str | None = typer.Option(
+        None, "--storage", help="Optuna storage URL (default: the study file's, or sqlite under runs/NAME/)."
+    ),
+    address: str | None = typer.Option(None, "--address", help="Join this Ray cluster (default: local Ray)."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where studies keep their files."),
+    as_json: bool = typer.Option(False, "--json", help="End with one JSON line: the replay's summary."),
+) -> None:
+    """Train a study's best configs with its full recipe, once per seed (or resume that), and
+    print full against proxy accuracy."""
+    from kwsearch.replay import ReplayError
+    from kwsearch.replay.runner import run_replay
+    from kwsearch.search import StudyError
+    from kwsearch.search.runner import StudyBusy
+
+    def numbers(option: str, text: str | None) -> list[int] | None:
+        if text is None:
+            return None
+        try:
+            return [int(part) for part in text.replace(" ", "").split(",") if part]
+        except ValueError:
+            raise _bad_input(f"{option}: comma-separated integers, got {text!r}") from None
+
+    def finished(run, status: str) -> None:
+        typer.echo(f"trial {run.proxy_trial} seed {run.seed}: {status}", err=True)
+
+    try:
+        if top is not None and trials is not None:
+            raise ReplayError("--top and --trials exclude each other: give one")
+        summary = run_replay(
+            study,
+            top=top,
+            trials=numbers("--trials", trials),
+            seeds=numbers("--seeds", seeds),
+            recipe=recipe,
+            storage=storage,
+            address=address,
+            runs_dir=runs_dir,
+            on_finish=finished,
+        )
+    except (ReplayError, StudyError) as error:
+        raise _bad_input(str(error)) from None
+    except StudyBusy as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=1) from None
+    if as_json:
+        typer.echo(json.dumps(summary.as_dict()))
+    else:
+        typer.echo(
+            f"{summary.study}: replayed trials {', '.join(map(str, summary.trials))} with seeds "
+            f"{', '.join(map(str, summary.seeds))}: {summary.trained} runs trained, "
+            f"{summary.skipped} done before"
+        )
+        proxy = {p["trial"]: p["proxy_accuracy"] for p in summary.agreement["pairs"]}
+        for number, result in summary.results.items():
+            mean, std = result["test_accuracy_mean"], result["test_accuracy_std"]
+            before = f"proxy {proxy[number]:.4f}  " if number in proxy else ""
+            typer.echo(
+                f"  trial {number:>4}  {before}full {mean:.4f} ± {std:.4f}  ({len(result['seeds'])} seeds)"
+            )
+        for name in ("spearman", "kendall"):
+            found = summary.agreement[name]
+            if found is not None:
+                interval = "" if found["ci95"] is None else " 95% CI [{:.3f}, {:.3f}]".format(*found["ci95"])
+                typer.echo(f"  {name} {found['value']:.3f} (p {found['p_value']:.3g}){interval}")
+        typer.echo(
+            f"  front of the replayed: trials {', '.join(map(str, summary.agreement['front'])) or 'none'}"
+        )
+        typer.echo(f"  models: {summary.folders and Path(next(iter(summary.folders.values()))).parent}")
+    if summary.failed:
+        for failure in summary.failed:
+            typer.echo(
+                f"error: trial {failure['proxy_trial']} seed {failure['seed']}: {failure['error']}", err=True
+            )
+        raise typer.Exit(code=1)
+
+
 def main() -> None:
     app()
