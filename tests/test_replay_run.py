@@ -218,12 +218,19 @@ def test_replay_command_top_k_and_its_errors(searched):
     assert f"replayed trials {front[0]}, {front[-1]} with seeds 0:" in result.output
     assert "front of the replayed" in result.output
 
+    longer = runs.parent / "longer.yaml"
+    longer.write_text(yaml.safe_dump({**STUDY["replay"]["recipe"], "epochs": EPOCHS + 1}))
+
     for args, message in [
         (("nosuch", "--top", "1"), "unknown study 'nosuch'"),
         (("tiny", "--trials", "42"), "study 'tiny' has no trial 42"),
         (("tiny", "--trials", "1", "--top", "2"), "--top and --trials"),
         (("tiny",), "either --top K or --trials"),
         (("tiny", "--trials", "x"), "--trials: comma-separated integers"),
+        (
+            ("tiny", "--trials", "0", "--recipe", str(longer)),
+            f"another recipe (epochs: {EPOCHS} -> {EPOCHS + 1})",
+        ),
     ]:
         result = replay(*args)
         assert result.exit_code == 2, (args, result.output)
