@@ -180,6 +180,15 @@ def test_random_growth_only_revives_weights_that_were_dead():
     assert torch.equal(sparsity.masks["3"], ~before)
 
 
+@pytest.mark.parametrize("sparse_init", ["erk", "uniform", "snip"])
+def test_a_model_without_large_kernels_keeps_every_parameter(sparse_init):
+    conv = {"family": "slak", "sparse_targets": "large_kernels", "sparse_init": sparse_init}
+    with torch.device("meta"):
+        model = build_model(parse_model_config({"backbone": "resnet18_cifar", "conv": conv}))
+    report = account(model, (3, 32, 32))
+    assert report.effective_params == report.params
+
+
 def test_a_model_without_the_targets_is_refused():
     net = nn.Sequential(nn.Linear(3, 3))
     with pytest.raises(ValueError, match="sparse_targets 'large_kernels'"):

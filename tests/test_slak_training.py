@@ -150,6 +150,8 @@ def test_cli_trains_and_inspects_a_sparse_slak_model(tmp_path):
     model = build_model(parse_model_config(data))
     assert report["params"] == sum(p.numel() for p in model.parameters())
     assert report["effective_params"] < report["params"]
+    text = run("inspect", str(path))
+    assert f"effective   {report['effective_params']:>14,}" in text.stdout
     options = ["--data", "synthetic", "--epochs", "1", "--train-subset", "200", "--batch-size", "50"]
     trained = run("train", str(path), *options, "--json")
     assert trained.returncode == 0, trained.stderr

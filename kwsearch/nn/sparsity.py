@@ -68,6 +68,8 @@ def erk_densities(shapes: Mapping[str, tuple[int, ...]], density: float) -> dict
     """Erdos-Renyi-Kernel densities whose size-weighted mean is ``density``: each layer's density is
     proportional to ``sum(shape) / prod(shape)``; a layer that would exceed 1 is made dense and the
     others rescaled (repeatedly), as the reference (and RigL) allocate."""
+    if not shapes:
+        return {}
     numels = {name: math.prod(shape) for name, shape in shapes.items()}
     raw = {name: sum(shape) / numels[name] for name, shape in shapes.items()}
     dense: set[str] = set()
