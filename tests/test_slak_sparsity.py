@@ -16,6 +16,7 @@ from kwsearch.nn.sparsity import (
     SparseTraining,
     attach_sparse_training,
     erk_densities,
+    layer_densities,
     sparse_targets,
 )
 from kwsearch.train.sparse import DynamicSparsity
@@ -100,6 +101,11 @@ def test_initial_masks_hold_the_target_density_and_the_planned_count(sparse_init
     assert abs(live - 0.3 * total) <= len(sparsity.masks) / 2
     if sparse_init == "snip":
         assert live == round(0.3 * total)
+    else:
+        shapes = {name: tuple(w.shape) for name, w in sparsity.weights.items()}
+        densities = layer_densities(sparsity.settings, shapes)
+        weighted = sum(densities[n] * w.numel() for n, w in sparsity.weights.items())
+        assert weighted == pytest.approx(0.3 * total)  # the densities average to the target
     assert account(model, (1, 16, 16)).effective_params == planned.effective_params
     for name, mask in sparsity.masks.items():
         assert torch.all(sparsity.weights[name][~mask] == 0), name
@@ -191,5 +197,5 @@ def test_a_model_without_large_kernels_keeps_every_parameter(sparse_init):
 
 def test_a_model_without_the_targets_is_refused():
     net = nn.Sequential(nn.Linear(3, 3))
-    with pytest.raises(ValueError, match="sparse_targets 'large_kernels'"):
+    with pytest.raises(ValueError, match=r"conv\.sparse_targets: the model has no 'large_kernels' layer"):
         DynamicSparsity(net, SparseTraining(sparse_targets="large_kernels"), None, 10)

@@ -3,7 +3,7 @@ reference names it.
 
 Layer names follow the KernelWarehouse code (``kw_convnext.py``): the stem is ``stagestem_conv0``,
 the downsampling conv in front of stage ``i + 1`` is ``stage{i}_layerds_conv0`` (so it draws on
-stage ``i``'s warehouses), and a block's convs are ``stage{s}_layer{l}_dwconv0`` (7x7 depthwise),
+stage ``i``'s warehouses), and a block's convs are ``stage{s}_layer{l}_dwconv0`` (k x k depthwise),
 ``..._pwconv1`` and ``..._pwconv2`` (the inverted-bottleneck MLP, as 1x1 convs). The reference's
 preset shares ``["layer", "pwconv"]``: per stage one warehouse for the depthwise convs, one for
 both MLP convs and one for the downsampling conv. Every conv has a bias, as in ConvNeXt.

@@ -48,7 +48,8 @@ class DynamicSparsity:
         self.total_steps = total_steps
         modules = sparse_targets(model, settings.sparse_targets)
         if not modules:
-            raise ValueError(f"sparse_targets {settings.sparse_targets!r}: the model has no such layer")
+            which = settings.sparse_targets
+            raise ValueError(f"conv.sparse_targets: the model has no {which!r} layer to sparsify")
         self.weights: dict[str, nn.Parameter] = {name: m.weight for name, m in modules.items()}
         for module in modules.values():
             module.register_buffer(MASK_BUFFER, torch.ones_like(module.weight, dtype=torch.bool))
