@@ -96,6 +96,8 @@ def inspect(
     typer.echo(f"    static    {report.static_params:>14,}")
     typer.echo(f"    kernels   {report.kernel_params:>14,}   (warehouse cells / kernel banks)")
     typer.echo(f"    attention {report.attention_params:>14,}")
+    if report.effective_params != report.params:
+        typer.echo(f"  effective   {report.effective_params:>14,}   (kept by sparse training)")
     typer.echo(f"  MACs        {report.macs:>14,}   at {config.in_chans}x{height}x{width}")
     for w in report.warehouses:
         shape = "x".join(str(d) for d in w.cell_shape)

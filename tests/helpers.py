@@ -1,13 +1,15 @@
-"""Shared test tools: a trained-looking parameter state, the plain per-sample reference, and a
-local HTTP mirror for download tests."""
+"""Shared test tools: a trained-looking parameter state, the plain per-sample reference, an
+interrupted training run, and a local HTTP mirror for download tests."""
 
 from __future__ import annotations
 
 import http.server
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager
 from functools import partial
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,6 +42,21 @@ def per_sample_conv(x, weights, biases, stride, padding, dilation, groups):
         bias = None if biases is None else biases[b]
         outputs.append(conv(x[b : b + 1], weights[b], bias, stride, padding, dilation, groups))
     return torch.cat(outputs)
+
+
+def interrupt_after_epoch(train: Callable[..., object], epoch: int) -> None:
+    """Call ``train(on_epoch=...)`` and stop it, as a crash would, once epoch ``epoch`` has been
+    checkpointed (for resumption tests)."""
+
+    class Interrupt(Exception):
+        pass
+
+    def stop(metrics):
+        if metrics["epoch"] == epoch:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(on_epoch=stop)
 
 
 def assert_rel_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-6) -> None:

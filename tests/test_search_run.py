@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 
 from kwsearch.search import load_study, status_of
 from kwsearch.search.runner import run_search
-from tests.helpers import ray_trials, stored_trials, tiny_study
+from tests.helpers import TINY_DATA, ray_trials, stored_trials, tiny_study
 
 pytestmark = pytest.mark.slow
 
@@ -184,3 +184,49 @@ def test_a_failing_trial_is_recorded_with_its_error_while_the_study_completes(tm
     assert len(trained(trials)) == 4 == summary.failed + summary.complete
     assert summary.complete >= 1
     assert all(t.user_attrs["config"]["num_classes"] == 4 for t in trials if status_of(t) == "complete")
+
+
+def test_a_tiny_search_over_slak_settings_matches_effective_parameters(tmp_path):
+    """SLaK's dimensions (kernel sizes per stage, N, sparsity, prune rate, update frequency,
+    growth, width factor) are searched end to end, with effective (non-zero) parameters as the
+    objective and the budget: the stored costs tell dense and effective counts apart."""
+    space = {
+        "backbone": "slak_nano",
+        "input_size": [16, 16],  # patch 2 and three downsamplings: 16 pixels at least
+        "width": 0.0625,
+        "backbone_args": {
+            "patch_size": 2,
+            "kernel_size": {"choice": [[7, 5, 5, 3], [9, 7, 5, 5]]},
+            "width_factor": {"choice": [1.0, 1.3]},
+        },
+        "conv": {
+            "family": "slak",
+            "small_kernel": 3,
+            "sparsity": {"choice": [0.0, 0.5]},
+            "sparse_init": {"choice": ["erk", "uniform"]},
+            "prune_rate": {"choice": [0.3, 0.5]},
+            "update_frequency": {"choice": [2, 4]},
+            "growth": {"choice": ["random", "gradient"]},
+        },
+    }
+    study = tiny_study(
+        "slak",
+        space,
+        objectives=["accuracy", "effective_params"],
+        budget={"trials": 3, "effective_params": "1.5x"},
+        sampler={"name": "random", "seed": 3},
+        data={**TINY_DATA, "options": {**TINY_DATA["options"], "height": 16, "width": 16}},
+    )
+    summary, trials, _ = search(tmp_path, study)
+    assert summary.stop_reason is None and summary.complete == 3
+    for trial in trained(trials):
+        costs, config = trial.user_attrs["costs"], trial.user_attrs["config"]
+        assert config["conv"]["family"] == "slak"
+        assert trial.values[1] == costs["effective_params"]
+        if config["conv"]["sparsity"] > 0:
+            assert costs["effective_params"] < costs["params"]
+        else:
+            assert costs["effective_params"] == costs["params"]
+    for trial in trials:
+        if status_of(trial) == "infeasible":  # over the effective budget, never trained
+            assert "effective_params" in trial.user_attrs["error"]

@@ -4,6 +4,7 @@ hooks, divergence, and the `kwsearch train` command."""
 import json
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from kwsearch.models import ModelConfigError, build_model, parse_model_config
 from kwsearch.nn import TemperatureControlled
 from kwsearch.train import Recipe, RecipeError, TrainingDiverged, to_channels_last, train_model
 from kwsearch.train.checkpoint import load_checkpoint
+from tests.helpers import interrupt_after_epoch
 
 SYNTHETIC = {
     "num_train": 480,
@@ -71,17 +73,8 @@ def test_a_kernelwarehouse_model_learns_the_generated_data():
 def test_resuming_from_a_checkpoint_gives_the_same_final_weights(tmp_path):
     uninterrupted = tmp_path / "whole"
     train(checkpoint_dir=uninterrupted, recipe_=recipe(epochs=3, **{"seed": 5}))
-
-    class Interrupt(Exception):
-        pass
-
-    def stop_after_two(metrics):
-        if metrics["epoch"] == 2:
-            raise Interrupt
-
     interrupted = tmp_path / "interrupted"
-    with pytest.raises(Interrupt):
-        train(checkpoint_dir=interrupted, recipe_=recipe(epochs=3, seed=5), on_epoch=stop_after_two)
+    interrupt_after_epoch(partial(train, checkpoint_dir=interrupted, recipe_=recipe(epochs=3, seed=5)), 2)
     assert load_checkpoint(interrupted)["epoch"] == 2
     resumed = train(checkpoint_dir=interrupted, recipe_=recipe(epochs=3, seed=5))
     assert resumed.resumed_from_epoch == 2 and resumed.epochs == 3

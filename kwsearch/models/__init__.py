@@ -3,7 +3,7 @@
 Importing this package registers every backbone.
 """
 
-from kwsearch.models import convnext, deit, mobilenetv2, resnet  # noqa: F401  (register backbones)
+from kwsearch.models import convnext, deit, mobilenetv2, resnet, slak  # noqa: F401  (register backbones)
 from kwsearch.models.accounting import ModelAccount, account, count_macs, parameter_split
 from kwsearch.models.config import (
     ModelConfig,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from kwsearch.nn import TemperatureControlled, warehouse_managers
+from kwsearch.nn import TemperatureControlled, sparse_training, warehouse_managers
+from kwsearch.nn.sparsity import MASK_BUFFER, planned_nonzeros, sparse_targets
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,28 @@ def parameter_split(model: nn.Module) -> ParameterSplit:
     attention_count = sum(params[i] for i in attention - kernels)
     total = sum(params.values())
     return ParameterSplit(total, total - kernel_count - attention_count, kernel_count, attention_count)
+
+
+def effective_parameters(model: nn.Module) -> int:
+    """Parameters a sparse-trained model keeps: all of them, less the masked-out weights.
+
+    A model that carries masks (sparse training has started) is counted from its masks. Before
+    that (on the meta device, for a budget) the count is planned from the sparse-training settings
+    its conv family attached: exact for ``erk`` and ``uniform`` layer densities (functions of the
+    shapes) and for ``snip`` too, whose per-layer shares need data but whose total the trainer
+    keeps at ``round(density * target weights)``. A dense model keeps every parameter.
+    """
+    total = sum(p.numel() for p in model.parameters())
+    masks = [b for name, b in model.named_buffers() if name.rpartition(".")[2] == MASK_BUFFER]
+    if masks:
+        return total - sum(mask.numel() - int(mask.sum()) for mask in masks)
+    settings = sparse_training(model)
+    if settings is None:
+        return total
+    targets = sparse_targets(model, settings.sparse_targets)
+    shapes = {name: tuple(m.weight.shape) for name, m in targets.items()}
+    dense_targets = sum(math.prod(shape) for shape in shapes.values())
+    return total - dense_targets + planned_nonzeros(settings, shapes)
 
 
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
@@ -87,7 +111,11 @@ def warehouse_summaries(model: nn.Module) -> list[WarehouseSummary]:
 
 @dataclass(frozen=True)
 class ModelAccount:
+    """``params`` counts every parameter; ``effective_params`` those a sparse-trained model keeps
+    (:func:`effective_parameters`; equal to ``params`` for dense models)."""
+
     params: int
+    effective_params: int
     static_params: int
     kernel_params: int
     attention_params: int
@@ -100,10 +128,12 @@ class ModelAccount:
 
 
 def account(model: nn.Module, input_shape: tuple[int, ...]) -> ModelAccount:
-    """Parameters (split), MACs at ``input_shape`` and the warehouse plan of ``model``."""
+    """Parameters (split, and those kept by sparse training), MACs at ``input_shape`` and the
+    warehouse plan of ``model``."""
     split = parameter_split(model)
     return ModelAccount(
         params=split.total,
+        effective_params=effective_parameters(model),
         static_params=split.static,
         kernel_params=split.kernels,
         attention_params=split.attention,

@@ -118,5 +118,5 @@ def build_model(config: ModelConfig, source: str | Path | None = None) -> nn.Mod
             dropout=config.dropout,
             **config.backbone_args,
         )
-    except ConvSpecError as error:
+    except (ConvSpecError, ModelConfigError) as error:  # a backbone's own argument checks name the key
         raise ModelConfigError(f"{_where(source)}{error}") from None

@@ -3,7 +3,7 @@ reference names it.
 
 Layer names follow the KernelWarehouse code (``kw_convnext.py``): the stem is ``stagestem_conv0``,
 the downsampling conv in front of stage ``i + 1`` is ``stage{i}_layerds_conv0`` (so it draws on
-stage ``i``'s warehouses), and a block's convs are ``stage{s}_layer{l}_dwconv0`` (7x7 depthwise),
+stage ``i``'s warehouses), and a block's convs are ``stage{s}_layer{l}_dwconv0`` (k x k depthwise),
 ``..._pwconv1`` and ``..._pwconv2`` (the inverted-bottleneck MLP, as 1x1 convs). The reference's
 preset shares ``["layer", "pwconv"]``: per stage one warehouse for the depthwise convs, one for
 both MLP convs and one for the downsampling conv. Every conv has a bias, as in ConvNeXt.
@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kwsearch.models.config import ModelConfigError
 from kwsearch.models.layers import DropPath, scaled, static_modules
 from kwsearch.models.registry import register_backbone
 from kwsearch.nn import ConvFactory
@@ -42,14 +43,23 @@ class LayerNorm2d(nn.LayerNorm):
 
 
 class Block(nn.Module):
-    """Depthwise 7x7, LayerNorm, 1x1 to 4x width, GELU, 1x1 back, layer scale, residual."""
+    """Depthwise k x k, LayerNorm, 1x1 to 4x width, GELU, 1x1 back, layer scale, residual."""
 
     def __init__(
-        self, factory: ConvFactory, dim: int, stage: int, layer: int, drop_path: float, layer_scale: float
+        self,
+        factory: ConvFactory,
+        dim: int,
+        stage: int,
+        layer: int,
+        drop_path: float,
+        layer_scale: float,
+        kernel_size: int = 7,
     ) -> None:
         super().__init__()
         prefix = f"stage{stage}_layer{layer}"
-        self.dwconv = factory.conv(dim, dim, 7, 1, 3, groups=dim, bias=True, name=f"{prefix}_dwconv0")
+        self.dwconv = factory.conv(
+            dim, dim, kernel_size, 1, kernel_size // 2, groups=dim, bias=True, name=f"{prefix}_dwconv0"
+        )
         self.norm = LayerNorm2d(dim, eps=1e-6)
         self.pwconv1 = factory.conv(dim, 4 * dim, 1, bias=True, name=f"{prefix}_pwconv1")
         self.act = nn.GELU()
@@ -66,7 +76,9 @@ class Block(nn.Module):
 
 class ConvNeXt(nn.Module):
     """ConvNeXt; ``width`` scales every stage's channels (multiples of 8), ``drop_path`` is the
-    stochastic-depth rate of the last block (rising linearly from 0, as in ConvNeXt)."""
+    stochastic-depth rate of the last block (rising linearly from 0, as in ConvNeXt), and
+    ``kernel_size`` is the depthwise kernel of every stage (one odd size, or one per stage).
+    Raises ModelConfigError naming ``backbone_args.kernel_size`` for sizes that cannot be used."""
 
     def __init__(
         self,
@@ -81,8 +93,10 @@ class ConvNeXt(nn.Module):
         patch_size: int = 4,
         layer_scale: float = 1e-6,
         head_init_scale: float = 1.0,
+        kernel_size: int | Sequence[int] = 7,
     ) -> None:
         super().__init__()
+        kernel_sizes = _stage_kernel_sizes(kernel_size, len(depths))
         factory = ConvFactory(conv)
         self.temperature_schedule = factory.temperature
         dims = [scaled(d, width) for d in dims]
@@ -112,12 +126,12 @@ class ConvNeXt(nn.Module):
             )
         rates = torch.linspace(0, drop_path, sum(depths), device="cpu").tolist()
         self.stages = nn.ModuleList()
-        for stage, (depth, dim) in enumerate(zip(depths, dims, strict=True)):
+        for stage, (depth, dim, kernel) in enumerate(zip(depths, dims, kernel_sizes, strict=True)):
             first = sum(depths[:stage])
             self.stages.append(
                 nn.Sequential(
                     *(
-                        Block(factory, dim, stage, layer, rates[first + layer], layer_scale)
+                        Block(factory, dim, stage, layer, rates[first + layer], layer_scale, kernel)
                         for layer in range(depth)
                     )
                 )
@@ -128,7 +142,8 @@ class ConvNeXt(nn.Module):
         for m in static_modules(self):
             if isinstance(m, nn.Conv2d | nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:  # the branches of a decomposed (SLaK) kernel have none
+                    nn.init.zeros_(m.bias)
         with torch.no_grad():
             self.head.weight.mul_(head_init_scale)
             self.head.bias.mul_(head_init_scale)
@@ -138,6 +153,15 @@ class ConvNeXt(nn.Module):
         for downsample, stage in zip(self.downsample_layers, self.stages, strict=True):
             x = stage(downsample(x))
         return self.head(self.dropout(self.norm(x.mean(dim=(-2, -1)))))
+
+
+def _stage_kernel_sizes(kernel_size: int | Sequence[int], stages: int) -> list[int]:
+    sizes = [kernel_size] * stages if isinstance(kernel_size, int) else list(kernel_size)
+    if len(sizes) != stages or any(not isinstance(k, int) or k < 1 or k % 2 == 0 for k in sizes):
+        raise ModelConfigError(
+            f"backbone_args.kernel_size: needs one odd size or {stages} (one per stage), got {kernel_size!r}"
+        )
+    return sizes
 
 
 def _variant(name: str, depths: tuple[int, ...], dims: tuple[int, ...]) -> None:

@@ -1,4 +1,4 @@
-"""The dynamic-convolution operators: KernelWarehouse, DY-CNN, ODConv and static conv.
+"""The dynamic-convolution operators: KernelWarehouse, DY-CNN, ODConv, SLaK and static conv.
 
 Importing this package registers every family with the conv factory.
 """
@@ -17,6 +17,8 @@ from kwsearch.nn.kernel_warehouse import (
     warehouse_managers,
 )
 from kwsearch.nn.odconv import ODConv2d, ODConvOptions
+from kwsearch.nn.slak import SLaKConv2d, SLaKOptions
+from kwsearch.nn.sparsity import SparseTraining, sparse_training
 from kwsearch.nn.temperature import (
     KW_DEFAULT_SCHEDULE,
     SOFTMAX_DEFAULT_SCHEDULE,
@@ -42,6 +44,9 @@ __all__ = [
     "LayerShape",
     "ODConv2d",
     "ODConvOptions",
+    "SLaKConv2d",
+    "SLaKOptions",
+    "SparseTraining",
     "TemperatureControlled",
     "TemperatureSchedule",
     "WarehouseManager",
@@ -53,5 +58,6 @@ __all__ = [
     "parse_spec",
     "plan_warehouses",
     "set_temperature",
+    "sparse_training",
     "warehouse_managers",
 ]

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from kwsearch.models import ModelConfig, build_model, count_macs, parameter_split
+from kwsearch.models import ModelConfig, ModelConfigError, build_model, count_macs
+from kwsearch.models.accounting import effective_parameters
 
 
 @dataclass(frozen=True)
@@ -29,11 +30,13 @@ def costs_of(config: ModelConfig, macs: bool = True) -> Costs:
     MACs of configs it rejects on parameters alone."""
     with torch.device("meta"):
         model = build_model(config)
-    split = parameter_split(model)
-    # families without masks have every parameter effective
-    effective = getattr(split, "effective", split.total)
-    counted = count_macs(model, (config.in_chans, *config.input_size)) if macs else None
-    return Costs(split.total, effective, counted)
+    try:
+        counted = count_macs(model, (config.in_chans, *config.input_size)) if macs else None
+    except RuntimeError as error:  # raised by the meta forward: the input is too small for the network
+        raise ModelConfigError(
+            f"input_size: {list(config.input_size)} does not pass through the network ({error})"
+        ) from None
+    return Costs(sum(p.numel() for p in model.parameters()), effective_parameters(model), counted)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,11 @@ def static_baseline_config(study: Study) -> dict[str, Any]:
 
 
 def resolve_budget(study: Study) -> tuple[ResolvedBudget, Costs]:
-    baseline = costs_of(parse_model_config(static_baseline_config(study)))
+    """The budget's absolute limits and the static baseline's costs they are relative to."""
+    try:
+        baseline = costs_of(parse_model_config(static_baseline_config(study)))
+    except ModelConfigError as error:
+        raise StudyError(f"{study.space.source}: the static baseline: {error}") from None
     limits = {
         name: limit.resolve(getattr(baseline, name)) for name, limit in study.settings.budget.limits().items()
     }
@@ -127,14 +131,28 @@ def _fingerprint(study: Study) -> dict[str, Any]:
 
 def _reference_point(study: Study, budget: ResolvedBudget, baseline: Costs) -> list[float]:
     """Accuracy 0 and, per cost, 10% beyond the budget's limit (so a config at the limit still
-    adds volume), or without a limit twice the largest reference's cost."""
+    adds volume); without a limit, 10% beyond the largest cost among the references and the
+    space's largest configs (every choice, numbers at their highest: probed, not all)."""
+    objectives = study.settings.objectives[1:]
+    unlimited = [name for name in objectives if name not in budget.limits]
     costs = [baseline]
-    for config in study.reference_configs().values():
-        costs.append(costs_of(parse_model_config(config)))
+    if unlimited:
+        for config in study.reference_configs().values():
+            costs.append(costs_of(parse_model_config(config)))
+
+        def every_choice_highest_number(dimension: Dimension) -> list[Any]:
+            d = dimension.distribution
+            return list(d.choices) if isinstance(d, CategoricalDistribution) else [d.high]
+
+        for config, _ in study.space.enumerate(every_choice_highest_number, limit=FEASIBILITY_PROBES // 4):
+            try:
+                costs.append(costs_of(parse_model_config(config), macs="macs" in unlimited))
+            except ModelConfigError:
+                continue
     point = [0.0]
-    for name in study.settings.objectives[1:]:
+    for name in objectives:
         limit = budget.limits.get(name)
-        point.append(1.1 * limit if limit is not None else 2.0 * max(getattr(c, name) for c in costs))
+        point.append(1.1 * (limit if limit is not None else max(getattr(c, name) or 0 for c in costs)))
     return point
 
 
@@ -228,12 +246,14 @@ def run_search(
     settings = study.settings
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     run_dir = runs_dir / study.name
-    with driver_lock(run_dir), ray_session(address) as cluster:
-        gpus = gpus_per_trial(study, cluster)
-        storage = storage or settings.storage or default_storage(run_dir)
+    with driver_lock(run_dir), ExitStack() as stack:
+        # everything that can reject the study runs before Ray starts (seconds)
         budget, baseline = resolve_budget(study)
         check_feasible(study, budget)
+        storage = storage or settings.storage or default_storage(run_dir)
         search, references = open_studies(study, storage, budget, baseline)
+        cluster = stack.enter_context(ray_session(address))
+        gpus = gpus_per_trial(study, cluster)
         search.set_user_attr("gpus_per_trial", gpus)
         requeue_interrupted(search)
         requeue_interrupted(references)
@@ -285,13 +305,18 @@ def ray_session(address: str | None) -> Iterator[dict[str, float]]:
 
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(
-            address=address,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level=logging.ERROR,
-            configure_logging=True,
-        )
+        try:
+            ray.init(
+                address=address,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+                configure_logging=True,
+            )
+        except (ConnectionError, RuntimeError) as error:
+            if address is None:
+                raise
+            raise StudyError(f"--address {address}: cannot join the Ray cluster ({error})") from None
     for name in ("ray.tune", "ray.train", "ray.air"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     try:

@@ -24,6 +24,7 @@ from kwsearch.nn import TemperatureSchedule, set_temperature
 from kwsearch.train.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from kwsearch.train.optim import learning_rate, make_optimizer
 from kwsearch.train.recipe import Recipe
+from kwsearch.train.sparse import DynamicSparsity
 
 
 class BatchSource(Protocol):
@@ -128,8 +129,10 @@ def fit(
 
     With ``checkpoint_dir`` a checkpoint is written after every epoch and an existing one is
     resumed from (it must have been made with the same ``run_info``, e.g. model config and recipe;
-    otherwise ValueError). ``on_epoch`` receives each epoch's metrics. Raises TrainingDiverged on a
-    non-finite loss and OutOfMemory when the device runs out of memory.
+    otherwise ValueError). A model whose conv family trains sparse (SLaK) is masked and rewired by
+    :class:`kwsearch.train.sparse.DynamicSparsity`; its masks are model buffers, so checkpoints
+    carry them. ``on_epoch`` receives each epoch's metrics. Raises TrainingDiverged on a non-finite
+    loss and OutOfMemory when the device runs out of memory.
     """
     started = time.perf_counter()
     run_info = run_info or {}
@@ -137,6 +140,9 @@ def fit(
     if recipe.uses_channels_last(device):
         to_channels_last(model)
     optimizer = make_optimizer(model, recipe)
+    steps_per_epoch = len(train)
+    # Before a checkpoint is loaded: the masks are buffers it restores.
+    sparsity = DynamicSparsity.for_model(model, optimizer, recipe.epochs * steps_per_epoch)
     history: list[dict[str, float]] = []
     first_epoch, step = 0, 0
     saved = load_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
@@ -150,8 +156,10 @@ def fit(
         optimizer.load_state_dict(saved["optimizer"])
         first_epoch, step, history = saved["epoch"], saved["step"], saved["history"]
         restore_rng_state(saved["rng"])
+    elif sparsity is not None:
+        train.set_epoch(0)
+        sparsity.initialize(model, train)
     network = torch.compile(model) if recipe.compile else model
-    steps_per_epoch = len(train)
     # A NaN check is a host-device synchronisation: every step on CPU, every 50 on a GPU.
     check_every = 1 if device.type == "cpu" else 50
     params = sum(p.numel() for p in model.parameters())
@@ -178,6 +186,8 @@ def fit(
                     nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
                 optimizer.step()
                 step += 1
+                if sparsity is not None:
+                    sparsity.step(step)
                 for hook in step_hooks:
                     hook(model, step)
                 loss_sum += loss.detach() * y.numel()
