@@ -56,7 +56,7 @@ CASES = {
         with_("budget.trials", -3),
         "budget.trials: Input should be greater than or equal to 1",
     ),
-    "space file missing": (without_space_file, "space: cannot read .*missing.yaml"),
+    "space file missing": (without_space_file, "space: .*missing.yaml: cannot read"),
     "bad distribution": (
         with_("@space.width", {"choice": [0.0625], "float": [0.1, 1]}),
         r"space.yaml: width: a distribution",

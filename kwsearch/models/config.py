@@ -19,12 +19,12 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from torch import nn
 
 from kwsearch.models.registry import backbone_names, get_backbone
 from kwsearch.nn import ConvSpecError, parse_spec
+from kwsearch.yaml_file import YamlFileError, read_yaml
 
 
 class ModelConfigError(ValueError):
@@ -95,14 +95,11 @@ def parse_model_config(data: Any, source: str | Path | None = None) -> ModelConf
 
 def load_model_config(path: str | Path) -> ModelConfig:
     """Read and validate a YAML model config. Raises ModelConfigError naming the file."""
-    path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise ModelConfigError(f"{path}: cannot read ({error.strerror})") from None
-    except yaml.YAMLError as error:
-        raise ModelConfigError(f"{path}: not valid YAML ({error})") from None
-    return parse_model_config(data, path)
+        data = read_yaml(path)
+    except YamlFileError as error:
+        raise ModelConfigError(str(error)) from None
+    return parse_model_config(data, Path(path))
 
 
 def build_model(config: ModelConfig, source: str | Path | None = None) -> nn.Module:

@@ -19,15 +19,17 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from ray import tune
 from ray.tune.search import Searcher
 
 from kwsearch.models import parse_model_config
 from kwsearch.replay.analysis import rank_agreement, replay_results
 from kwsearch.replay.export import write_run_files
 from kwsearch.replay.select import ReplayError, select_trials
-from kwsearch.replay.trainable import REPLAY_METRICS
+from kwsearch.replay.trainable import REPLAY_METRICS, train_replay_run
+from kwsearch.search.execution import gpu_share, ray_session, run_tune, trial_threads
 from kwsearch.search.records import replays_name
-from kwsearch.search.runner import default_storage, driver_lock, open_storage, ray_session
+from kwsearch.search.runner import default_storage, driver_lock, open_storage
 from kwsearch.search.study import StudySettings, load_study
 from kwsearch.train import Recipe, RecipeError, load_recipe
 
@@ -281,46 +283,6 @@ class ReplaySearcher(Searcher):
         self.on_finish(run, "complete")
 
 
-def _gpus(settings: StudySettings, cluster: dict[str, float]) -> float:
-    """GPUs per replay run: the study's share, or with ``auto`` a whole GPU where there is one
-    (a full training keeps a GPU busy; proxy trials share one)."""
-    wanted = settings.resources.gpu
-    available = cluster.get("GPU", 0.0)
-    if wanted == "auto":
-        return 1.0 if available else 0.0
-    if wanted > available:
-        raise ReplayError(f"resources.gpu: {wanted} per run, but the Ray cluster has {available:g} GPUs")
-    return wanted
-
-
-def _run_tune(searcher: ReplaySearcher, settings: StudySettings, run_dir: Path, gpus: float) -> None:
-    from ray import tune
-
-    from kwsearch.replay.trainable import run_replay as trainable
-
-    threads = settings.resources.threads or max(1, int(settings.resources.cpu))
-    tuner = tune.Tuner(
-        tune.with_resources(
-            tune.with_parameters(trainable, data=settings.data.model_dump(), threads=threads),
-            {"cpu": settings.resources.cpu, "gpu": gpus},
-        ),
-        tune_config=tune.TuneConfig(
-            search_alg=searcher,
-            num_samples=-1,
-            max_concurrent_trials=settings.resources.max_concurrent,
-            reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(
-            name="tune",
-            storage_path=str((run_dir / "ray").resolve()),
-            verbose=0,
-            # a retried run resumes from its checkpoint
-            failure_config=tune.FailureConfig(max_failures=settings.retries),
-        ),
-    )
-    tuner.fit()
-
-
 def run_replay(
     target: str,
     *,
@@ -361,7 +323,12 @@ def run_replay(
                 searcher = ReplaySearcher(
                     replays, runs, full, settings.data.model_dump(), objectives, on_finish=on_finish
                 )
-                _run_tune(searcher, settings, run_dir, _gpus(settings, cluster))
+                # a full training keeps a GPU busy: a whole one with "auto" (proxy trials share one)
+                gpus = gpu_share(settings.resources.gpu, cluster, auto=1.0, where="resources.gpu")
+                trainable = tune.with_parameters(
+                    train_replay_run, data=settings.data.model_dump(), threads=trial_threads(settings)
+                )
+                run_tune(trainable, searcher, settings, run_dir, gpus)
                 failed = searcher.failed
         results = replay_results(replays.get_trials(deepcopy=False))
         replays.set_user_attr("summary", {str(k): v for k, v in results.items()})

@@ -20,7 +20,7 @@ from kwsearch.train import Recipe, default_device, train_model
 REPLAY_METRICS = (*METRICS, "test_loss", "test_accuracy")
 
 
-def run_replay(config: dict[str, Any], data: dict[str, Any], threads: int) -> None:
+def train_replay_run(config: dict[str, Any], data: dict[str, Any], threads: int) -> None:
     """Train ``config["model"]`` by ``config["recipe"]`` with checkpoints in ``config["folder"]``."""
     torch.set_num_threads(threads)
     try:

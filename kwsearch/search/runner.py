@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import logging
 import os
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from optuna.trial import TrialState
 
 from kwsearch.models import ModelConfigError, parse_model_config
 from kwsearch.search.budget import Costs, ResolvedBudget, costs_of
+from kwsearch.search.execution import gpu_share, ray_session, run_tune, trial_threads
 from kwsearch.search.progress import SearchProgress
 from kwsearch.search.records import StudySummary, objective_point, references_name, summarize
 from kwsearch.search.samplers import make_sampler
@@ -243,6 +243,10 @@ def run_search(
     Raises StudyError for a study that cannot run (exit code 2 on the command line) and
     StudyBusy when another process runs it.
     """
+    from ray import tune  # Ray loads in seconds: only once a search really runs
+
+    from kwsearch.search.trainable import run_trial
+
     settings = study.settings
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     run_dir = runs_dir / study.name
@@ -253,7 +257,7 @@ def run_search(
         storage = storage or settings.storage or default_storage(run_dir)
         search, references = open_studies(study, storage, budget, baseline)
         cluster = stack.enter_context(ray_session(address))
-        gpus = gpus_per_trial(study, cluster)
+        gpus = gpu_share(settings.resources.gpu, cluster, auto=0.25, where=f"{study.where}: resources.gpu")
         search.set_user_attr("gpus_per_trial", gpus)
         requeue_interrupted(search)
         requeue_interrupted(references)
@@ -288,84 +292,17 @@ def run_search(
 
         with SearchProgress(search, references, budget_line, enabled=progress) as view:
             searcher = OptunaBudgetSearcher(search, references, plan, halving, on_change=view.changed)
-            _run_tune(study, searcher, ParetoScheduler(halving), run_dir, gpus)
+            trainable = tune.with_parameters(
+                run_trial, data=settings.data.model_dump(), threads=trial_threads(settings)
+            )
+            run_tune(
+                trainable,
+                searcher,
+                settings,
+                run_dir,
+                gpus,
+                scheduler=ParetoScheduler(halving),
+            )
         summary = summarize(search, references)
         summary.stop_reason = searcher.stop_reason
         return summary
-
-
-@contextmanager
-def ray_session(address: str | None) -> Iterator[dict[str, float]]:
-    """Ray for one search: a local instance (or the cluster at ``address``); yields the cluster's
-    resources. Leaves an instance it did not start (a test's, a notebook's) running."""
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    import ray
-
-    started_here = not ray.is_initialized()
-    if started_here:
-        try:
-            ray.init(
-                address=address,
-                include_dashboard=False,
-                log_to_driver=False,
-                logging_level=logging.ERROR,
-                configure_logging=True,
-            )
-        except (ConnectionError, RuntimeError) as error:
-            if address is None:
-                raise
-            raise StudyError(f"--address {address}: cannot join the Ray cluster ({error})") from None
-    for name in ("ray.tune", "ray.train", "ray.air"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-    try:
-        yield ray.cluster_resources()
-    finally:
-        if started_here:
-            ray.shutdown()
-
-
-def gpus_per_trial(study: Study, cluster: dict[str, float]) -> float:
-    """The study's GPU share per trial; ``auto``: a quarter GPU where the cluster has GPUs (small
-    proxy trials share one), none elsewhere. Raises StudyError when the cluster has too few."""
-    wanted = study.settings.resources.gpu
-    available = cluster.get("GPU", 0.0)
-    if wanted == "auto":
-        return 0.25 if available else 0.0
-    if wanted > available:
-        raise StudyError(
-            f"{study.where}: resources.gpu: {wanted} per trial, but the Ray cluster has {available:g} GPUs"
-        )
-    return wanted
-
-
-def _run_tune(study: Study, searcher, scheduler, run_dir: Path, gpus: float) -> None:
-    from ray import tune
-
-    from kwsearch.search.trainable import run_trial
-
-    settings = study.settings
-    threads = settings.resources.threads or max(1, int(settings.resources.cpu))
-    data = settings.data.model_dump()
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, data=data, threads=threads),
-        {"cpu": settings.resources.cpu, "gpu": gpus},
-    )
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=searcher,
-            scheduler=scheduler,
-            num_samples=-1,
-            max_concurrent_trials=settings.resources.max_concurrent,
-            reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(
-            name="tune",
-            storage_path=str((run_dir / "ray").resolve()),
-            verbose=0,
-            failure_config=tune.FailureConfig(max_failures=settings.retries),
-        ),
-    )
-    tuner.fit()

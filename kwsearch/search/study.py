@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from optuna.distributions import CategoricalDistribution
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -22,6 +21,7 @@ from kwsearch.models.presets import kw_preset
 from kwsearch.nn import family_names
 from kwsearch.search.space import Dimension, Space, SpaceError
 from kwsearch.train import Recipe
+from kwsearch.yaml_file import YamlFileError, read_yaml
 
 OBJECTIVES = ("accuracy", "params", "effective_params", "macs")  # accuracy maximised, the rest minimised
 SAMPLERS = ("tpe", "nsga2", "gp", "random", "grid")
@@ -287,11 +287,9 @@ def load_study(path: str | Path, name: str | None = None) -> Study:
     """Read and validate a study file. Raises StudyError naming the file and the field."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise StudyError(f"{path}: cannot read ({error.strerror})") from None
-    except yaml.YAMLError as error:
-        raise StudyError(f"{path}: not valid YAML ({error})") from None
+        data = read_yaml(path)
+    except YamlFileError as error:
+        raise StudyError(str(error)) from None
     return parse_study(data, path, name)
 
 
@@ -305,11 +303,9 @@ def _load_space(space: str | dict[str, Any], source: Path | None) -> Space:
             path = source.parent / path
         where = str(path)
         try:
-            tree = yaml.safe_load(path.read_text())
-        except OSError as error:
-            raise StudyError(f"{source}: space: cannot read {path} ({error.strerror})") from None
-        except yaml.YAMLError as error:
-            raise StudyError(f"{path}: not valid YAML ({error})") from None
+            tree = read_yaml(path)
+        except YamlFileError as error:
+            raise StudyError(f"{source}: space: {error}") from None
     try:
         return Space(tree, where, family_names())
     except SpaceError as error:

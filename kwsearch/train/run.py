@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-import yaml
 from pydantic import ValidationError
 
 from kwsearch.data import (
@@ -24,6 +23,7 @@ from kwsearch.models import ModelConfig, ModelConfigError, build_model
 from kwsearch.nn import parse_spec
 from kwsearch.train.recipe import Recipe
 from kwsearch.train.trainer import StepHook, TrainResult, fit
+from kwsearch.yaml_file import YamlFileError, read_yaml
 
 
 class RecipeError(ValueError):
@@ -35,9 +35,9 @@ def load_recipe(path: str | Path | None = None, **overrides) -> Recipe:
     data = {}
     if path is not None:
         try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise RecipeError(f"{path}: cannot read a recipe ({error})") from None
+            data = read_yaml(path) or {}
+        except YamlFileError as error:
+            raise RecipeError(str(error)) from None
         if not isinstance(data, dict):
             raise RecipeError(f"{path}: a recipe is a mapping")
     data.update({key: value for key, value in overrides.items() if value is not None})
