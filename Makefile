@@ -10,7 +10,8 @@ TORCH  ?=
 .PHONY: setup test lint format clean quickstart
 
 setup: $(BIN)/kwsearch
-	@bash scripts/install_system_packages.sh chromium chromium-driver  # the browser runs the report tests
+	@# the browser runs the report tests; PostgreSQL the storage test
+	@bash scripts/install_system_packages.sh chromium chromium-driver postgresql
 
 # The venv is rebuilt only when the package metadata changes.
 $(BIN)/kwsearch: pyproject.toml

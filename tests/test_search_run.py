@@ -230,3 +230,54 @@ def test_a_tiny_search_over_slak_settings_matches_effective_parameters(tmp_path)
     for trial in trials:
         if status_of(trial) == "infeasible":  # over the effective budget, never trained
             assert "effective_params" in trial.user_attrs["error"]
+
+
+@pytest.fixture
+def postgres_url():
+    """A private PostgreSQL server on loopback for one test (Debian's `postgresql`, installed by
+    `make setup`), stopped and removed afterwards."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not bins:
+        pytest.skip("PostgreSQL is not installed: bash scripts/install_system_packages.sh postgresql")
+    bindir = bins[-1].parent
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    data = Path(tempfile.mkdtemp(prefix="kwsearch-pg-"))
+    if as_postgres:
+        shutil.chown(data, "postgres")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run = lambda *args: subprocess.run([*as_postgres, *args], check=True, capture_output=True)  # noqa: E731
+    run(str(bindir / "initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "postgres", "--no-sync")
+    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off"
+    run(str(bindir / "pg_ctl"), "-D", str(data / "db"), "-o", options, "-l", str(data / "log"), "-w", "start")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        run(str(bindir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def test_a_study_in_postgresql_runs_and_resumes(tmp_path, postgres_url):
+    """Any SQLAlchemy URL holds a study: the same search in PostgreSQL, then continued there."""
+    import optuna
+
+    study = tiny_study("pg", SEARCHED, budget={"trials": 2}, sampler={"name": "random", "seed": 5})
+    path = tmp_path / "pg.yaml"
+    path.write_text(yaml.safe_dump(study))
+    runs = tmp_path / "runs"
+    first = run_search(load_study(path), runs_dir=runs, storage=postgres_url, progress=False)
+    assert first.complete == 2 and not (runs / "pg" / "study.db").exists()
+    stored = optuna.load_study(study_name="pg", storage=postgres_url)
+    before = {t.number: t.values for t in trained(stored.get_trials())}
+    second = run_search(load_study(path), runs_dir=runs, storage=postgres_url, trials=3, progress=False)
+    assert second.complete == 3
+    after = {t.number: t.values for t in trained(stored.get_trials())}
+    assert len(after) == 3 and all(after[n] == values for n, values in before.items())
