@@ -221,6 +221,8 @@ def search(
         typer.echo(f"warning: stopped early: {summary.stop_reason}", err=True)
     if as_json:
         typer.echo(json.dumps(summary.as_dict()))
+        if summary.interrupted:
+            raise typer.Exit(code=130)
         return
     typer.echo(
         f"{summary.name}: {summary.complete} complete, {summary.pruned} pruned, {summary.failed} failed, "
@@ -228,6 +230,9 @@ def search(
         f"hypervolume {summary.hypervolume:.4f}"
     )
     typer.echo(f"storage: {storage or study.settings.storage or runs_dir / study.name / 'study.db'}")
+    if summary.interrupted:
+        typer.echo("interrupted: run the same command to continue the study", err=True)
+        raise typer.Exit(code=130)
 
 
 @app.command()

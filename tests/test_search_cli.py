@@ -132,6 +132,41 @@ def test_resume_after_kill_9_loses_and_duplicates_no_trial(tmp_path):
             assert identity(trial) == identity(after[trial.user_attrs["duplicate_of"]])
 
 
+def test_ctrl_c_stops_the_search_with_exit_130_and_the_same_command_continues_it(tmp_path):
+    study = tiny_study(
+        "interrupt",
+        {"dropout": {"float": [0.0, 0.5]}},
+        proxy={"epochs": 4, "batch_size": 64, "val_size": 64, "augment": False},
+        sampler={"name": "random", "seed": 1},
+        budget={"trials": 3},
+        resources={"cpu": 1, "max_concurrent": 1, "threads": 1},
+    )
+    path = tmp_path / "interrupt.yaml"
+    path.write_text(yaml.safe_dump(study))
+    command = [str(BIN / "kwsearch"), "search", str(path), "--json", "--runs-dir", str(tmp_path / "runs")]
+    run_dir = tmp_path / "runs" / "interrupt"
+    driver = subprocess.Popen(
+        command, cwd=tmp_path, env=ENV, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.time() + 180
+        while not ready_to_kill(run_dir / "study.db"):
+            assert driver.poll() is None, driver.communicate()
+            assert time.time() < deadline, "the search never had 2 finished trials and one running"
+            time.sleep(0.1)
+        os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C sends the terminal's foreground group
+        out, err = driver.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == 130, err
+    assert json.loads(out.decode().strip().splitlines()[-1])["interrupted"] is True
+    again = subprocess.run(command, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout.strip().splitlines()[-1])
+    assert summary["complete"] == 3 and summary["interrupted"] is False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

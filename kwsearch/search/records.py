@@ -103,6 +103,7 @@ class StudySummary:
     gpu_hours: float = 0.0
     trial_seconds: float = 0.0
     stop_reason: str | None = None  # set when the search stopped before its budget was spent
+    interrupted: bool = False  # stopped by Ctrl-C: running the same search again continues it
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -305,4 +305,6 @@ def run_search(
             )
         summary = summarize(search, references)
         summary.stop_reason = searcher.stop_reason
+        # Ray Tune ends its run on Ctrl-C; trials still live then were cut off and re-run next time
+        summary.interrupted = bool(searcher.live)
         return summary
