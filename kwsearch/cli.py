@@ -246,29 +246,15 @@ def report(
 ) -> None:
     """Write a study's Pareto report: one self-contained HTML file, with CSV and Parquet beside it."""
     from kwsearch.report import ReportError, default_output, load, write_report
-    from kwsearch.search import StudyError, load_study
-    from kwsearch.search.runner import default_storage
+    from kwsearch.search import StudyError
+    from kwsearch.search.locate import locate_study
 
-    target = study
-    if study.endswith((".yaml", ".yml")) or Path(study).is_file():
-        try:
-            loaded = load_study(study)
-        except StudyError as error:
-            raise _bad_input(str(error)) from None
-        name = loaded.name
-        storage = storage or loaded.settings.storage
-    else:
-        name = study
-    if storage is None:
-        database = runs_dir / name / "study.db"
-        if not database.is_file():
-            raise _bad_input(f"unknown study {name!r}: no {database} (give --runs-dir or --storage)")
-        storage = default_storage(runs_dir / name)
     try:
-        data = load(storage, name, target=target)
-    except ReportError as error:
+        found = locate_study(study, storage, runs_dir)
+        data = load(found.storage, found.name, target=study)
+    except (StudyError, ReportError) as error:
         raise _bad_input(str(error)) from None
-    files = write_report(data, out or default_output(name))
+    files = write_report(data, out or default_output(found.name))
     typer.echo(f"{files.html}  ({files.html.stat().st_size / 1e6:.1f} MB)")
     typer.echo(f"data: {files.csv}, {files.parquet}, {files.history_csv}")
 

@@ -74,35 +74,40 @@ def ready_to_kill(db: Path) -> bool:
     return states.get("COMPLETE", 0) >= 2 and len(midway) == 1
 
 
-def test_resume_after_kill_9_loses_and_duplicates_no_trial(tmp_path):
+def start_search_until_one_runs(tmp_path, name: str, seed: int, trials: int):
+    """Start a tiny search (4 epochs a trial, one at a time) in its own process session and wait
+    until two trials finished and a third is midway: (command, run folder, driver process)."""
     study = tiny_study(
-        "resume",
+        name,
         {"dropout": {"float": [0.0, 0.5]}},
         proxy={"epochs": 4, "batch_size": 64, "val_size": 64, "augment": False},
-        sampler={"name": "random", "seed": 0},
-        budget={"trials": 4},
+        sampler={"name": "random", "seed": seed},
+        budget={"trials": trials},
         resources={"cpu": 1, "max_concurrent": 1, "threads": 1},
     )
-    path = tmp_path / "resume.yaml"
+    path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(study))
     command = [str(BIN / "kwsearch"), "search", str(path), "--json", "--runs-dir", str(tmp_path / "runs")]
-    run_dir = tmp_path / "runs" / "resume"
-
+    run_dir = tmp_path / "runs" / name
     driver = subprocess.Popen(
         command, cwd=tmp_path, env=ENV, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    try:
-        deadline = time.time() + 180
-        while True:
-            assert driver.poll() is None, driver.communicate()
-            assert time.time() < deadline, "the search never had 2 finished trials and one running"
-            if ready_to_kill(run_dir / "study.db"):
-                break
-            time.sleep(0.1)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(driver.pid, signal.SIGKILL)  # the driver and every process it started
-        driver.wait(timeout=30)
+    deadline = time.time() + 180
+    while not ready_to_kill(run_dir / "study.db"):
+        if driver.poll() is not None or time.time() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(driver.pid, signal.SIGKILL)
+            output = driver.communicate()
+            raise AssertionError(f"the search never had 2 finished trials and one running: {output}")
+        time.sleep(0.1)
+    return command, run_dir, driver
+
+
+def test_resume_after_kill_9_loses_and_duplicates_no_trial(tmp_path):
+    command, run_dir, driver = start_search_until_one_runs(tmp_path, "resume", seed=0, trials=4)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and every process it started
+    driver.wait(timeout=30)
     leftover = wait_for_no_members(driver.pid, seconds=15)
     assert leftover == [], "processes of the killed driver outlived it"
 
@@ -133,27 +138,8 @@ def test_resume_after_kill_9_loses_and_duplicates_no_trial(tmp_path):
 
 
 def test_ctrl_c_stops_the_search_with_exit_130_and_the_same_command_continues_it(tmp_path):
-    study = tiny_study(
-        "interrupt",
-        {"dropout": {"float": [0.0, 0.5]}},
-        proxy={"epochs": 4, "batch_size": 64, "val_size": 64, "augment": False},
-        sampler={"name": "random", "seed": 1},
-        budget={"trials": 3},
-        resources={"cpu": 1, "max_concurrent": 1, "threads": 1},
-    )
-    path = tmp_path / "interrupt.yaml"
-    path.write_text(yaml.safe_dump(study))
-    command = [str(BIN / "kwsearch"), "search", str(path), "--json", "--runs-dir", str(tmp_path / "runs")]
-    run_dir = tmp_path / "runs" / "interrupt"
-    driver = subprocess.Popen(
-        command, cwd=tmp_path, env=ENV, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    command, _, driver = start_search_until_one_runs(tmp_path, "interrupt", seed=1, trials=3)
     try:
-        deadline = time.time() + 180
-        while not ready_to_kill(run_dir / "study.db"):
-            assert driver.poll() is None, driver.communicate()
-            assert time.time() < deadline, "the search never had 2 finished trials and one running"
-            time.sleep(0.1)
         os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C sends the terminal's foreground group
         out, err = driver.communicate(timeout=120)
     finally:

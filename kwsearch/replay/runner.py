@@ -28,9 +28,10 @@ from kwsearch.replay.export import write_run_files
 from kwsearch.replay.select import ReplayError, select_trials
 from kwsearch.replay.trainable import REPLAY_METRICS, train_replay_run
 from kwsearch.search.execution import gpu_share, ray_session, run_tune, trial_threads
+from kwsearch.search.locate import locate_study
 from kwsearch.search.records import replays_name
-from kwsearch.search.runner import default_storage, driver_lock, open_storage
-from kwsearch.search.study import StudySettings, load_study
+from kwsearch.search.runner import driver_lock, open_storage
+from kwsearch.search.study import StudySettings
 from kwsearch.train import Recipe, RecipeError, load_recipe
 
 
@@ -47,18 +48,11 @@ class ReplayTarget:
 def resolve_target(target: str, *, storage: str | None = None, runs_dir: Path = Path("runs")) -> ReplayTarget:
     """The study named by ``target``: a study file (its settings as they are now, so an edited
     replay section applies) or the name of a stored study (the settings it was searched with).
-    Raises ReplayError (StudyError for a bad study file) naming what is missing."""
-    if target.endswith((".yaml", ".yml")) or Path(target).is_file():
-        study = load_study(target)
-        name, settings = study.name, study.settings
-        storage = storage or settings.storage
-    else:
-        name, settings = target, None
-    if storage is None:
-        database = runs_dir / name / "study.db"
-        if not database.is_file():
-            raise ReplayError(f"unknown study {name!r}: no {database} (search it first, or give --storage)")
-        storage = default_storage(runs_dir / name)
+    Raises StudyError for a bad study file or a name with no storage, ReplayError for a storage
+    without that study."""
+    found = locate_study(target, storage, runs_dir)
+    name, storage = found.name, found.storage
+    settings = found.study.settings if found.study is not None else None
     try:
         search = optuna.load_study(study_name=name, storage=open_storage(storage))
     except KeyError:

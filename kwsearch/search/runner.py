@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 from kwsearch.models import ModelConfigError, parse_model_config
 from kwsearch.search.budget import Costs, ResolvedBudget, costs_of
 from kwsearch.search.execution import gpu_share, ray_session, run_tune, trial_threads
+from kwsearch.search.locate import default_storage
 from kwsearch.search.progress import SearchProgress
 from kwsearch.search.records import StudySummary, objective_point, references_name, summarize
 from kwsearch.search.samplers import make_sampler
@@ -39,10 +40,6 @@ FEASIBILITY_PROBES = 64
 
 class StudyBusy(RuntimeError):
     """Another kwsearch process is running this study."""
-
-
-def default_storage(run_dir: Path) -> str:
-    return f"sqlite:///{(run_dir / 'study.db').resolve()}"
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
