@@ -96,21 +96,13 @@ def _read_cifar100(root: str | Path | None, download: bool) -> _Raw:
     return _Raw(sources.cifar100(root, download), 100, flip=True)
 
 
-def _read_synthetic(
-    root: str | Path | None,
-    download: bool,
-    num_train: int = 1000,
-    num_test: int = 200,
-    channels: int = 3,
-    height: int = 32,
-    width: int = 32,
-    num_classes: int = 10,
-    seed: int = 0,
-    noise: float = 1.0,
-) -> _Raw:
-    tensors = synthetic(num_train, num_test, channels, height, width, num_classes, seed, noise)
+def _read_synthetic(root: str | Path | None, download: bool, **options: Any) -> _Raw:
+    """The options are :func:`synthetic`'s own (``_OPTIONS_OF`` checks them against it)."""
+    arguments = inspect.signature(synthetic).bind(**options)
+    arguments.apply_defaults()
+    tensors = synthetic(**arguments.arguments)
     # The class patterns are not mirror-symmetric: a flipped image would be another pattern.
-    return _Raw(tensors, num_classes, flip=False)
+    return _Raw(tensors, arguments.arguments["num_classes"], flip=False)
 
 
 def _read_folder(
@@ -161,6 +153,9 @@ _READERS: dict[str, Callable[..., _Raw]] = {
     "synthetic": _read_synthetic,
 }
 
+# Readers that pass their options on to another function take that function's options.
+_OPTIONS_OF: dict[str, Callable[..., Any]] = {"synthetic": synthetic}
+
 _CACHE: dict[tuple, Dataset] = {}
 _LOCK = threading.Lock()
 
@@ -186,7 +181,9 @@ def _device_key(device: torch.device | str) -> torch.device:
 
 def _options_for(name: str, reader: Callable[..., _Raw], options: dict[str, Any]) -> None:
     accepted = [
-        p for p in inspect.signature(reader).parameters if p not in ("root", "download", "image_size")
+        p
+        for p in inspect.signature(_OPTIONS_OF.get(name, reader)).parameters
+        if p not in ("root", "download", "image_size")
     ]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
