@@ -151,17 +151,23 @@ class KWConvNd(TemperatureControlled):
     def _batched_matmul(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         return pointwise_bmm(x, self.assemble(alpha, x.shape[0]), None, self.shape.stride)
 
+    def _grouped_columns(self, x: torch.Tensor) -> torch.Tensor:
+        """The unfolded input as (B, in-groups, spatial cells, contraction, L):
+        with 1x1 cells (spatial partition) one position per cell and cell_in to contract over;
+        with full-kernel cells one position and (cell_in, kh, kw), the order unfold uses."""
+        s, m = self.shape, self.mixtures
+        columns = F.unfold(x, s.kernel_size, s.dilation, s.padding, s.stride)  # (B, in * kh * kw, L)
+        batch, positions = x.shape[0], columns.shape[-1]
+        if m.spatial > 1:
+            return columns.view(batch, m.in_groups, -1, m.spatial, positions).transpose(2, 3)
+        return columns.view(batch, m.in_groups, 1, -1, positions)
+
     def _cell_conv(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         s, m = self.shape, self.mixtures
         cells = self.cells
         num_cells, cell_out = cells.shape[0], cells.shape[1]
         batch = x.shape[0]
-        columns = F.unfold(x, s.kernel_size, s.dilation, s.padding, s.stride)  # (B, in * kh * kw, L)
-        positions = columns.shape[-1]
-        if m.spatial > 1:  # 1x1 cells, one per kernel position: contract over cell_in at each position
-            columns = columns.view(batch, m.in_groups, -1, m.spatial, positions).transpose(2, 3)
-        else:  # full-kernel cells: contract over (cell_in, kh, kw), the order unfold uses
-            columns = columns.view(batch, m.in_groups, 1, -1, positions)
+        columns = self._grouped_columns(x)
         responses = torch.einsum("nop,bgspl->bgsnol", cells.reshape(num_cells, cell_out, -1), columns)
         weights = alpha.view(batch, m.spatial, m.out_groups, m.in_groups, num_cells)
         y = torch.einsum("bsogn,bgsncl->bocl", weights, responses)
@@ -174,12 +180,8 @@ class KWConvNd(TemperatureControlled):
         cells = self.cells
         num_cells, cell_out = cells.shape[0], cells.shape[1]
         batch = x.shape[0]
-        columns = F.unfold(x, s.kernel_size, s.dilation, s.padding, s.stride)  # (B, in * kh * kw, L)
+        columns = self._grouped_columns(x)  # mixed over (in-group, position), keeping the contraction
         positions = columns.shape[-1]
-        if m.spatial > 1:  # 1x1 cells: mix over (in-group, kernel position), keep cell_in
-            columns = columns.view(batch, m.in_groups, -1, m.spatial, positions).transpose(2, 3)
-        else:  # full-kernel cells: mix over in-groups, keep (cell_in, kh, kw)
-            columns = columns.view(batch, m.in_groups, 1, -1, positions)
         weights = alpha.view(batch, m.spatial, m.out_groups, m.in_groups, num_cells)
         mixed = torch.einsum("bsogn,bgscl->nbocl", weights, columns)  # (n, B, out_groups, P, L)
         contraction = mixed.shape[3]
