@@ -24,6 +24,7 @@ from torch import nn
 
 from kwsearch.models.registry import backbone_names, get_backbone
 from kwsearch.nn import ConvSpecError, parse_spec
+from kwsearch.validation import describe
 from kwsearch.yaml_file import YamlFileError, read_yaml
 
 
@@ -76,13 +77,8 @@ def parse_model_config(data: Any, source: str | Path | None = None) -> ModelConf
     try:
         config = ModelConfig.model_validate(data)
     except ValidationError as error:
-        problems = []
-        for e in error.errors():
-            message = e["msg"].removeprefix("Value error, ")
-            field = ".".join(str(p) for p in e["loc"])
-            # conv errors already carry their full key ("conv.cell_num_ratio: ...")
-            problems.append(message if message.startswith("conv.") else f"{field}: {message}")
-        raise ModelConfigError(_where(source) + "; ".join(problems)) from None
+        # conv errors already carry their full key ("conv.cell_num_ratio: ..."), kept whole
+        raise ModelConfigError(_where(source) + describe(error)) from None
     accepted = inspect.signature(get_backbone(config.backbone)).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
     for key in config.backbone_args:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from torch import nn
 
 from kwsearch.nn.temperature import TemperatureSchedule
+from kwsearch.validation import describe
 
 IntOrTuple = int | Sequence[int]
 
@@ -147,10 +148,7 @@ def parse_spec(spec: Mapping[str, Any]) -> tuple[Family, BaseModel]:
     try:
         return family, family.options.model_validate(spec)
     except ValidationError as error:
-        problems = "; ".join(
-            f"conv.{'.'.join(str(p) for p in e['loc']) or '<options>'}: {e['msg']}" for e in error.errors()
-        )
-        raise ConvSpecError(problems) from None
+        raise ConvSpecError(describe(error, prefix="conv.")) from None
 
 
 class ConvFactory:

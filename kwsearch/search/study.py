@@ -21,6 +21,7 @@ from kwsearch.models.presets import kw_preset
 from kwsearch.nn import family_names
 from kwsearch.search.space import Dimension, Space, SpaceError
 from kwsearch.train import Recipe
+from kwsearch.validation import describe
 from kwsearch.yaml_file import YamlFileError, read_yaml
 
 OBJECTIVES = ("accuracy", "params", "effective_params", "macs")  # accuracy maximised, the rest minimised
@@ -248,10 +249,6 @@ class Study:
         return configs
 
 
-def _field(loc: tuple) -> str:
-    return ".".join(str(p) for p in loc) or "<study>"
-
-
 def parse_study(data: Any, source: Path | None = None, name: str | None = None) -> Study:
     """Validate a study mapping (and its space). Raises StudyError naming ``source`` and the field."""
     where = str(source) if source else "study"
@@ -260,10 +257,7 @@ def parse_study(data: Any, source: Path | None = None, name: str | None = None) 
     try:
         settings = StudySettings.model_validate(data)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{_field(e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in error.errors()
-        )
-        raise StudyError(f"{where}: {problems}") from None
+        raise StudyError(f"{where}: {describe(error, empty='<study>')}") from None
     if name is not None:
         settings = settings.model_copy(update={"name": name})
     space = _load_space(settings.space, source)

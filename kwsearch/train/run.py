@@ -23,6 +23,7 @@ from kwsearch.models import ModelConfig, ModelConfigError, build_model
 from kwsearch.nn import parse_spec
 from kwsearch.train.recipe import Recipe
 from kwsearch.train.trainer import StepHook, TrainResult, fit
+from kwsearch.validation import describe
 from kwsearch.yaml_file import YamlFileError, read_yaml
 
 
@@ -45,11 +46,7 @@ def load_recipe(path: str | Path | None = None, **overrides) -> Recipe:
         return Recipe.model_validate(data)
     except ValidationError as error:
         where = f"{path}: " if path is not None else ""
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'recipe'}: {e['msg'].removeprefix('Value error, ')}"
-            for e in error.errors()
-        )
-        raise RecipeError(where + problems) from None
+        raise RecipeError(where + describe(error, empty="recipe")) from None
 
 
 def default_device() -> torch.device:
