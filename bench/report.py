@@ -2,10 +2,10 @@
 
     .venv/bin/python bench/report.py [--trials 1000] [--out reports/bench.html]
 
-Writes a synthetic study of ``--trials`` trials straight through Optuna's API with the schema the
-search stores (kwsearch.search.records: status, config, costs, history, seed, errors; the study's
-settings, objectives, budget, baseline and reference point; references and replays), into a
-SQLite file, then times loading it and writing the report, and prints the HTML file's size.
+Writes a synthetic study of ``--trials`` trials through the study's record (kwsearch.records:
+trials with their status, config, costs, history, seed and errors; the study's settings,
+objectives, budget, baseline and reference point; baselines and replays) into a SQLite file,
+then times loading it and writing the report, and prints the HTML file's size.
 Targets: under 10 seconds and under 10 MB for 1,000 trials. The tests use
 :func:`synthetic_study` for the report's edge cases.
 """
@@ -22,17 +22,18 @@ from typing import Any
 
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution
-from optuna.trial import TrialState, create_trial
+
+from kwsearch.records import Costs, ReplayRecord, StudyRecord, StudyStore, TrialRecord
 
 OBJECTIVES = ["accuracy", "params", "macs"]
-BASELINE = {"params": 700_000, "effective_params": 700_000, "macs": 40_000_000}
+BASELINE = Costs(params=700_000, effective_params=700_000, macs=40_000_000)
 FAMILIES = ["static", "dyconv", "odconv", "kw"]
 WIDTHS = [0.25, 0.5, 0.75, 1.0]
 STATUS_WEIGHTS = {"complete": 0.7, "pruned": 0.12, "failed": 0.03, "infeasible": 0.15}
 
 
 def synthetic_study(
-    storage: str | optuna.storages.BaseStorage,
+    storage: str,
     name: str = "synthetic",
     trials: int = 1000,
     epochs: int = 10,
@@ -42,14 +43,14 @@ def synthetic_study(
     label: str = "",
     replays: int = 0,
     references: tuple[str, ...] = ("static", "kw_1x"),
-) -> optuna.Study:
+) -> StudyStore:
     """A study as the search would have stored it: ``trials`` trials of a family/width/cell-ratio
     space with ``statuses`` drawn by weight (``running`` allowed). ``grid_seeds``: a grid ablation
     (every width x family per seed, no conditional dimension). ``label`` is appended to a choice
-    label, error messages and reference labels (the escaping test puts markup there)."""
+    label, error messages and baseline labels (the escaping test puts markup there)."""
     rng = random.Random(seed)
     weights = statuses or STATUS_WEIGHTS
-    budget = {"params": 4.0 * BASELINE["params"]}
+    budget = {"params": 4.0 * BASELINE.params}
     settings = {
         "name": name,
         "space": {"backbone": "resnet18_cifar", "width": {"choice": WIDTHS}},
@@ -65,20 +66,25 @@ def synthetic_study(
         },
         "early_stopping": {"enabled": True, "min_epochs": 1, "reduction_factor": 3.0},
     }
-    study = optuna.create_study(
-        storage=storage, study_name=name, directions=["maximize", "minimize", "minimize"]
+    store = StudyStore.create(
+        storage,
+        name,
+        directions=["maximize", "minimize", "minimize"],
+        sampler=optuna.samplers.RandomSampler(),
     )
-    for key, value in {
-        "settings": settings,
-        "source": None,
-        "objectives": OBJECTIVES,
-        "budget": budget,
-        "baseline": BASELINE,
-        "reference_point": [0.0, 1.1 * budget["params"], 2.0 * 8 * BASELINE["macs"]],
-        "started": time.time() - 3600,
-        "gpus_per_trial": 0.25,
-    }.items():
-        study.set_user_attr(key, value)
+    store.write_record(
+        StudyRecord(
+            name=name,
+            settings=settings,
+            objectives=OBJECTIVES,
+            budget=budget,
+            baseline_config={"backbone": "resnet18_cifar", "conv": {"family": "static"}},
+            baseline_costs=BASELINE,
+            reference_point=[0.0, 1.1 * budget["params"], 2.0 * 8 * BASELINE.macs],
+            started=time.time() - 3600,
+            gpus_per_trial=0.25,
+        )
+    )
     families = [f + label if f == "odconv" else f for f in FAMILIES]
     combos = (
         [(w, f, s) for s in grid_seeds for w in WIDTHS for f in families]
@@ -86,7 +92,7 @@ def synthetic_study(
         else [(rng.choice(WIDTHS), rng.choice(families), 0) for _ in range(trials)]
     )
     start = datetime.datetime(2026, 1, 1)
-    frozen = []
+    records = []
     for number, (width, family, trial_seed) in enumerate(combos):
         status = rng.choices(list(weights), list(weights.values()))[0]
         params: dict[str, Any] = {"width": width, "conv.family": family}
@@ -108,12 +114,9 @@ def synthetic_study(
             "conv": {"family": family, **({"cell_num_ratio": ratio} if family == "kw" else {})},
         }
         scale = width**2 * (1.0 + (ratio if family != "static" else 0.0))
-        costs = {
-            "params": int(BASELINE["params"] * scale * 3),
-            "effective_params": int(BASELINE["params"] * scale * 3),
-            "macs": int(BASELINE["macs"] * (width**2) * 1.2),
-        }
-        if "infeasible" in weights and costs["params"] > budget["params"]:
+        params_count = int(BASELINE.params * scale * 3)
+        costs = Costs(params_count, params_count, int(BASELINE.macs * (width**2) * 1.2))
+        if "infeasible" in weights and costs.params > budget["params"]:
             status = "infeasible"
         quality = 0.6 + 0.3 * width + 0.03 * (family != "static") + rng.gauss(0, 0.02)
         epochs_done = {"complete": epochs, "pruned": rng.randint(1, epochs - 1), "failed": rng.randint(0, 2)}
@@ -126,97 +129,77 @@ def synthetic_study(
                 "train_accuracy": quality * (1 - 0.5 / e),
                 "val_accuracy": min(0.999, quality * (1 - 0.5 / e)),
                 "lr": 0.1 * (1 - e / epochs),
-                "temperature": (1.0 - 0.9 * e / epochs) if family == "kw" else None,
+                **({"temperature": 1.0 - 0.9 * e / epochs} if family == "kw" else {}),
                 "train_seconds": 2.0,
                 "epoch_seconds": 2.5,
             }
             for e in range(1, epochs_done.get(status, 0) + 1)
         ]
-        user_attrs: dict[str, Any] = {
-            "status": status,
-            "config": config,
-            "costs": costs,
-            "seed": trial_seed,
-            "trained": status != "infeasible",
-            "history": [{k: v for k, v in h.items() if v is not None} for h in history],
-        }
-        state = {"complete": TrialState.COMPLETE, "infeasible": TrialState.COMPLETE}.get(status)
-        state = state or {"pruned": TrialState.PRUNED, "failed": TrialState.FAIL}.get(
-            status, TrialState.RUNNING
-        )
+        error = None
         if status == "infeasible":
-            user_attrs["error"] = f"over budget: params {costs['params']:,} > {budget['params']:,.0f}{label}"
-            user_attrs["trained"] = False
+            error = f"over budget: params {costs.params:,} > {budget['params']:,.0f}{label}"
         if status == "failed":
-            user_attrs["error"] = f"RuntimeError: CUDA out of memory{label}"
-        if status != "running":
-            user_attrs["seconds"] = 2.5 * len(history) + 0.5
-        values = None
-        if state == TrialState.COMPLETE:
-            accuracy = history[-1]["val_accuracy"] if history else 0.0
-            values = [accuracy, costs["params"], costs["macs"]]
-        frozen.append(
-            create_trial(
-                state=state,
-                values=values,
+            error = f"RuntimeError: CUDA out of memory{label}"
+        records.append(
+            TrialRecord(
+                number=number,
+                status=status,
                 params=params,
                 distributions=distributions,
-                user_attrs=user_attrs,
-                intermediate_values={h["epoch"]: h["val_accuracy"] for h in history},
-                constraints={"buildable": 0.0, "params": costs["params"] - budget["params"]},
+                config=config,
+                costs=costs,
+                constraints={"buildable": 0.0, "params": costs.params - budget["params"]},
+                history=history,
+                seed=trial_seed,
+                seconds=None if status == "running" else 2.5 * len(history) + 0.5,
+                error=error,
+                trained=status != "infeasible",
+                started=start + datetime.timedelta(seconds=30 * number),
+                finished=None
+                if status == "running"
+                else start + datetime.timedelta(seconds=30 * number + 25),
             )
         )
-        frozen[-1].datetime_start = start + datetime.timedelta(seconds=30 * number)
-        if state != TrialState.RUNNING:
-            frozen[-1].datetime_complete = start + datetime.timedelta(seconds=30 * number + 25)
-    study.add_trials(frozen)
-    _add_side_study(storage, f"{name}.references", references, label, epochs)
+    store.add(records + _baselines(references, label, epochs))
     if replays:
-        # trials are numbered in the order they were added
-        complete = [(n, t) for n, t in enumerate(frozen) if t.user_attrs["status"] == "complete"][:replays]
-        replay_study = optuna.create_study(
-            storage=storage, study_name=f"{name}.replays", directions=["maximize"]
+        complete = [t for t in records if t.status == "complete"][:replays]
+        store.add_replays(
+            [
+                ReplayRecord(
+                    number=i,
+                    status="complete",
+                    proxy_trial=t.number,
+                    seed=0,
+                    config=t.config,
+                    costs=t.costs,
+                    recipe=None,
+                    test_accuracy=min(1.0, t.accuracy + 0.05 * rng.random()),
+                )
+                for i, t in enumerate(complete)
+            ]
         )
-        replay_study.add_trials(
-            create_trial(
-                value=t.values[0] + 0.1,
-                user_attrs={
-                    "status": "complete",
-                    "proxy_trial": number,
-                    "seed": 0,
-                    "config": t.user_attrs["config"],
-                    "test_accuracy": min(1.0, t.values[0] + 0.05 * rng.random()),
-                },
-            )
-            for number, t in complete
-        )
-    return study
+    return store
 
 
-def _add_side_study(storage, name: str, labels: tuple[str, ...], suffix: str, epochs: int) -> None:
-    references = optuna.create_study(
-        storage=storage, study_name=name, directions=["maximize", "minimize", "minimize"]
-    )
+def _baselines(labels: tuple[str, ...], suffix: str, epochs: int) -> list[TrialRecord]:
+    records = []
     for i, label in enumerate(labels):
-        costs = {"params": BASELINE["params"] * (1 + 2 * i), "effective_params": BASELINE["params"]}
-        costs["macs"] = BASELINE["macs"] * (1 + i)
+        costs = Costs(BASELINE.params * (1 + 2 * i), BASELINE.params, BASELINE.macs * (1 + i))
         history = [{"epoch": e, "val_accuracy": 0.7 + 0.01 * e + 0.02 * i} for e in range(1, epochs + 1)]
-        references.add_trial(
-            create_trial(
-                values=[history[-1]["val_accuracy"], costs["params"], costs["macs"]],
-                user_attrs={
-                    "status": "complete",
-                    "reference": label + suffix,
-                    "config": {
-                        "backbone": "resnet18_cifar",
-                        "conv": {"family": "static" if i == 0 else "kw"},
-                    },
-                    "costs": costs,
-                    "history": history,
-                    "seed": 0,
-                },
+        records.append(
+            TrialRecord(
+                number=i,
+                status="complete",
+                config={"backbone": "resnet18_cifar", "conv": {"family": "static" if i == 0 else "kw"}},
+                costs=costs,
+                history=history,
+                seed=0,
+                seconds=2.5 * epochs,
+                trained=True,
+                baseline=label + suffix,
             )
         )
+    return records
 
 
 def main() -> None:

@@ -204,15 +204,17 @@ def search(
     as_json: bool = typer.Option(False, "--json", help="End with one JSON line: the study's summary."),
 ) -> None:
     """Run a study, or continue it where it stopped, and print its front."""
+    from kwsearch.execution import ClusterError
+    from kwsearch.records import StudyBusy
     from kwsearch.search import StudyError, load_study
-    from kwsearch.search.runner import StudyBusy, run_search
+    from kwsearch.search.runner import run_search
 
     try:
         study = load_study(study_yaml, name=name)
         if trials is not None and trials < 1:
             raise StudyError(f"--trials: must be >= 1, got {trials}")
         summary = run_search(study, trials=trials, storage=storage, address=address, runs_dir=runs_dir)
-    except StudyError as error:
+    except (StudyError, ClusterError) as error:
         raise _bad_input(str(error)) from None
     except StudyBusy as error:
         typer.echo(f"error: {error}", err=True)
@@ -277,10 +279,11 @@ def replay(
 ) -> None:
     """Train a study's best configs with its full recipe, once per seed (or resume that), and
     print full against proxy accuracy."""
+    from kwsearch.execution import ClusterError
+    from kwsearch.records import StudyBusy
     from kwsearch.replay import ReplayError
     from kwsearch.replay.runner import run_replay
     from kwsearch.search import StudyError
-    from kwsearch.search.runner import StudyBusy
 
     def numbers(option: str, text: str | None) -> list[int] | None:
         if text is None:
@@ -307,7 +310,7 @@ def replay(
             runs_dir=runs_dir,
             on_finish=finished,
         )
-    except (ReplayError, StudyError) as error:
+    except (ReplayError, StudyError, ClusterError) as error:
         raise _bad_input(str(error)) from None
     except StudyBusy as error:
         typer.echo(f"error: {error}", err=True)
@@ -320,20 +323,17 @@ def replay(
             f"{', '.join(map(str, summary.seeds))}: {summary.trained} runs trained, "
             f"{summary.skipped} done before"
         )
-        proxy = {p["trial"]: p["proxy_accuracy"] for p in summary.agreement["pairs"]}
+        proxy = {p["trial"]: p["proxy_accuracy"] for p in summary.agreement.pairs}
         for number, result in summary.results.items():
-            mean, std = result["test_accuracy_mean"], result["test_accuracy_std"]
+            mean, std = result.test_accuracy_mean, result.test_accuracy_std
             before = f"proxy {proxy[number]:.4f}  " if number in proxy else ""
             typer.echo(
-                f"  trial {number:>4}  {before}full {mean:.4f} ± {std:.4f}  ({len(result['seeds'])} seeds)"
+                f"  trial {number:>4}  {before}full {mean:.4f} ± {std:.4f}  ({len(result.seeds)} seeds)"
             )
-        for name in ("spearman", "kendall"):
-            found = summary.agreement[name]
-            if found is not None:
-                interval = "" if found["ci95"] is None else " 95% CI [{:.3f}, {:.3f}]".format(*found["ci95"])
-                typer.echo(f"  {name} {found['value']:.3f} (p {found['p_value']:.3g}){interval}")
+        for line in summary.agreement.describe():
+            typer.echo(f"  {line}")
         typer.echo(
-            f"  front of the replayed: trials {', '.join(map(str, summary.agreement['front'])) or 'none'}"
+            f"  front of the replayed: trials {', '.join(map(str, summary.agreement.front)) or 'none'}"
         )
         typer.echo(f"  models: {summary.folders and Path(next(iter(summary.folders.values()))).parent}")
     if summary.failed:

@@ -114,22 +114,40 @@ def tiny_study(name: str, space: dict | None = None, **settings) -> dict:
 
 
 def stored_trials(run_dir, name: str):
-    """The trials of study ``name`` in the default storage under ``run_dir``."""
+    """The trials of study ``name`` in the default storage under ``run_dir``, as Optuna stores
+    them (what its samplers read; :func:`status_of` says what kwsearch made of each)."""
     import optuna
 
     url = f"sqlite:///{run_dir / 'study.db'}"
     return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
 
 
+def status_of(trial) -> str:
+    """What a stored Optuna trial is to kwsearch: complete, pruned, failed, infeasible, duplicate..."""
+    from kwsearch.records import TrialRecord
+
+    return TrialRecord.from_frozen(trial).status
+
+
 def ray_trials(run_dir) -> dict[str, dict]:
     """Every trial Ray Tune was given, from its experiment state files (one per driver run): Ray's
-    trial id -> {config, last_result}. What reached a trainer, read from Ray's side."""
+    trial id -> {config, last_result}. What reached a trainer, read from Ray's side: the config's
+    ``key`` (the trial number, or ``baseline:LABEL``), ``model`` and ``recipe`` (the parsed
+    objects, which Ray stores pickled) and ``cost_point`` (None for baselines)."""
     import json
+
+    from ray import cloudpickle
+
+    def decode(value):
+        if isinstance(value, dict) and value.get("_type") == "CLOUDPICKLE_FALLBACK":
+            return cloudpickle.loads(bytes.fromhex(value["value"]))
+        return value
 
     trials = {}
     for path in sorted((run_dir / "ray" / "tune").glob("experiment_state-*.json")):
         for trial_json, metadata in json.loads(path.read_text())["trial_data"]:
             trial = json.loads(trial_json)
             runtime = json.loads(metadata)
-            trials[trial["trial_id"]] = {"config": trial["config"], "last_result": runtime["last_result"]}
+            config = {key: decode(value) for key, value in trial["config"].items()}
+            trials[trial["trial_id"]] = {"config": config, "last_result": runtime["last_result"]}
     return trials

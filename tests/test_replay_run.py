@@ -20,6 +20,7 @@ import kwsearch
 from kwsearch.cli import app
 from kwsearch.data import eval_loader, load_dataset
 from kwsearch.models import load_model_config
+from kwsearch.records import StudyStore
 from kwsearch.replay.runner import run_replay
 from kwsearch.search import load_study, summarize
 from kwsearch.search.runner import run_search
@@ -166,7 +167,7 @@ def test_replay_resumes_after_kill_9_skips_finished_runs_and_exports_models(sear
             assert attrs["resumed_from_epoch"] == half_done[name]
         elif interrupted[name] == 0:
             assert attrs["resumed_from_epoch"] == 0
-    assert summary.results[0]["seeds"] == [0, 1] and summary.results[0]["test_accuracy_std"] >= 0
+    assert summary.results[0].seeds == [0, 1] and summary.results[0].test_accuracy_std >= 0
     assert finished_before <= summary.skipped + len(half_done)
 
     # again: nothing is trained, no checkpoint is touched
@@ -211,9 +212,9 @@ def test_replay_command_top_k_and_its_errors(searched):
 
     result = replay(str(path), "--top", "2", "--seeds", "0")
     assert result.exit_code == 0, result.output
-    search = optuna.load_study(study_name="tiny", storage=f"sqlite:///{runs / 'tiny' / 'study.db'}")
-    costs = {t.number: t.user_attrs["costs"]["params"] for t in search.get_trials()}
-    front = sorted(summarize(search).pareto, key=lambda n: costs[n])
+    store = StudyStore.open(f"sqlite:///{runs / 'tiny' / 'study.db'}", "tiny")
+    costs = {t.number: t.costs.params for t in store.trials() if t.costs}
+    front = sorted(summarize(store).pareto, key=lambda n: costs[n])
     # both ends of the front, each once with seed 0 (the other test may have replayed them already)
     assert f"replayed trials {front[0]}, {front[-1]} with seeds 0:" in result.output
     assert "front of the replayed" in result.output
@@ -223,7 +224,7 @@ def test_replay_command_top_k_and_its_errors(searched):
 
     for args, message in [
         (("nosuch", "--top", "1"), "unknown study 'nosuch'"),
-        (("tiny", "--trials", "42"), "study 'tiny' has no trial 42"),
+        (("tiny", "--trials", "99999"), "study 'tiny' has no trial 99999"),
         (("tiny", "--trials", "1", "--top", "2"), "--top and --trials"),
         (("tiny",), "either --top K or --trials"),
         (("tiny", "--trials", "x"), "--trials: comma-separated integers"),

@@ -9,9 +9,10 @@ import yaml
 from typer.testing import CliRunner
 
 from kwsearch.cli import app
+from kwsearch.records import default_storage
 from kwsearch.report import load, write_report
 from kwsearch.search import load_study
-from kwsearch.search.runner import default_storage, run_search
+from kwsearch.search.runner import run_search
 from tests.helpers import TINY_DATA, TINY_PROXY
 from tests.test_report_cases import assert_plots_rendered, open_in_chromium
 

@@ -91,10 +91,11 @@ def test_a_grid_ablation_gets_paired_differences_against_the_first_choice(tmp_pa
 def test_replays_give_proxy_against_full_with_rank_correlations(tmp_path):
     storage = optuna.storages.InMemoryStorage()
     synthetic_study(storage, trials=60, replays=8, statuses={"complete": 1.0})
-    table, correlations = analysis.proxy_vs_full(load(storage, "synthetic"))
+    data = load(storage, "synthetic")
+    table = analysis.proxy_vs_full(data)
     assert len(table) == 8 and table["proxy_accuracy"].notna().all()
-    assert set(correlations) == {"Spearman ρ", "Kendall τ"}
-    assert all(-1 <= v <= 1 for v in correlations.values())
+    assert set(data.agreement.statistics()) == {"spearman", "kendall", "top_k"}
+    assert all(-1 <= s.value <= 1 for s in data.agreement.statistics().values())
 
 
 def test_effects_give_a_confidence_interval_per_value(tmp_path):

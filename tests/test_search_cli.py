@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kwsearch.search import status_of
-from tests.helpers import ray_trials, stored_trials, tiny_study
+from tests.helpers import ray_trials, status_of, stored_trials, tiny_study
 
 pytestmark = pytest.mark.slow
 

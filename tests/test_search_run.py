@@ -8,9 +8,9 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from kwsearch.search import load_study, status_of
+from kwsearch.search import load_study
 from kwsearch.search.runner import run_search
-from tests.helpers import TINY_DATA, ray_trials, stored_trials, tiny_study
+from tests.helpers import TINY_DATA, ray_trials, status_of, stored_trials, tiny_study
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +74,7 @@ def test_each_sampler_finishes_a_tiny_search_with_the_trials_asked(tmp_path, sam
         json.dumps([t.user_attrs["config"], t.user_attrs["seed"]], sort_keys=True) for t in trained(trials)
     ]
     assert len(set(identities)) == len(identities)
-    assert sorted(t["config"]["number"] for t in ray_trials(run_dir).values()) == sorted(
+    assert sorted(int(t["config"]["key"]) for t in ray_trials(run_dir).values()) == sorted(
         t.number for t in trained(trials)
     )
 
@@ -93,7 +93,7 @@ def test_grid_trains_every_combination_once_per_seed_and_resumes_to_nothing(tmp_
     assert summary.complete == 6 == summary.trials
     # the seed reaches the trainer's recipe
     seeds = Counter(
-        t["config"]["recipe"]["seed"] for t in ray_trials(run_dir).values() if not t["config"]["reference"]
+        t["config"]["recipe"].seed for t in ray_trials(run_dir).values() if t["config"]["cost_point"]
     )
     assert seeds == {0: 3, 1: 3}
     assert set(summary.references) == {"static"}
@@ -126,9 +126,9 @@ def test_over_budget_configs_never_reach_the_trainer(tmp_path):
         assert trial.user_attrs["costs"]["params"] <= limit
         assert all(c <= 0 for c in trial.constraints.values())
     # Ray's own record: exactly the trained trials reached a trainer, and each ran to the end
-    reached = [t for t in ray_trials(run_dir).values() if not t["config"]["reference"]]
-    assert sorted(t["config"]["number"] for t in reached) == sorted(t.number for t in trained(trials))
-    assert all(t["last_result"]["epoch"] == 2 for t in reached)
+    reached = [t for t in ray_trials(run_dir).values() if t["config"]["cost_point"]]
+    assert sorted(int(t["config"]["key"]) for t in reached) == sorted(t.number for t in trained(trials))
+    assert all(len(json.loads(t["last_result"]["history"])) == 2 for t in reached)
     assert all(t["config"]["cost_point"][0] <= limit for t in reached)
 
 
@@ -160,7 +160,11 @@ def test_early_stopped_trials_are_stored_pruned_never_complete(tmp_path):
     for trial in trials:
         if status_of(trial) == "complete":
             assert len(trial.user_attrs["history"]) == 3
-    ray_epochs = {t["config"]["number"]: t["last_result"]["epoch"] for t in ray_trials(run_dir).values()}
+    # a stopped trial's last report to Ray is the epoch it was stopped on (a finished one's is
+    # its whole history)
+    ray_epochs = {
+        int(t["config"]["key"]): t["last_result"].get("epoch") for t in ray_trials(run_dir).values()
+    }
     assert all(ray_epochs[t.number] == len(t.user_attrs["history"]) for t in pruned)
 
 

@@ -1,24 +1,15 @@
-"""Replay: the best configurations of a study trained with its full recipe, once per seed, through
-Ray Tune; results stored beside the study, linked to the proxy trials they replay.
+"""Replay: the best configurations of a study trained with its full recipe, once per seed, on Ray;
+results stored beside the study, linked to the proxy trials they replay.
 
 ``run_replay`` (in :mod:`kwsearch.replay.runner`, which imports Ray) runs or resumes a replay;
-``load`` rebuilds a replayed model; ``rank_agreement`` says how far the proxy ranking held.
+``load`` rebuilds a replayed model; how far the proxy ranking held is
+:func:`kwsearch.stats.proxy_agreement`.
 """
 
-from kwsearch.replay.analysis import correlation, rank_agreement, replay_results
 from kwsearch.replay.export import load
 from kwsearch.replay.select import ReplayError, select_trials, spread_along_front
 
-__all__ = [
-    "ReplayError",
-    "correlation",
-    "load",
-    "rank_agreement",
-    "replay_results",
-    "run_replay",
-    "select_trials",
-    "spread_along_front",
-]
+__all__ = ["ReplayError", "load", "run_replay", "select_trials", "spread_along_front"]
 
 
 def __getattr__(name: str):

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import math
 
-from optuna.trial import FrozenTrial
-
-from kwsearch.search.records import front_of, objective_point, status_of, trial_objectives
+from kwsearch.records import TrialRecord, front_of, objective_point
 
 REPLAYABLE = ("complete", "pruned", "failed")  # trained with a config that builds and fits the budget
 
@@ -15,14 +13,14 @@ class ReplayError(ValueError):
     """A replay that cannot run (unknown study or trial, nothing to replay); exit code 2."""
 
 
-def spread_along_front(front: list[FrozenTrial], objectives: list[str], k: int) -> list[FrozenTrial]:
+def spread_along_front(front: list[TrialRecord], objectives: list[str], k: int) -> list[TrialRecord]:
     """``k`` trials of ``front`` spread along it: both ends of the cost axis first, then, one at a
     time, the trial farthest (in objective space normalised to the front's range) from those
     already taken. Returns them ordered by cost (then by number); all of them when ``k`` covers
     the front. Not the ``k`` most accurate: those would cluster at the expensive end."""
     if k < 1:
         raise ReplayError(f"--top: must be >= 1, got {k}")
-    points = {t.number: objective_point(trial_objectives(t, objectives), objectives) for t in front}
+    points = {t.number: objective_point(t.objectives(objectives), objectives) for t in front}
     ordered = sorted(front, key=lambda t: (points[t.number][1:], t.number))
     if k >= len(ordered):
         return ordered
@@ -39,18 +37,18 @@ def spread_along_front(front: list[FrozenTrial], objectives: list[str], k: int) 
 
 
 def select_trials(
-    trials: list[FrozenTrial],
+    trials: list[TrialRecord],
     objectives: list[str],
     *,
     study_name: str,
     top: int | None = None,
     numbers: list[int] | None = None,
-) -> list[FrozenTrial]:
+) -> list[TrialRecord]:
     """The trials to replay: ``numbers`` (each must have trained), or ``top`` spread along the
     front. Raises ReplayError naming the study or trial when that cannot be done."""
     if (top is None) == (numbers is None):
         raise ReplayError("give either --top K or --trials I,J (not both)")
-    if not any(status_of(t) == "complete" for t in trials):
+    if not any(t.status == "complete" for t in trials):
         raise ReplayError(f"study {study_name!r} has no complete trials to replay")
     if top is not None:
         return spread_along_front(front_of(trials, objectives), objectives, top)
@@ -60,14 +58,12 @@ def select_trials(
         trial = by_number.get(number)
         if trial is None:
             raise ReplayError(f"study {study_name!r} has no trial {number} (its trials: 0-{len(trials) - 1})")
-        status = status_of(trial)
-        if status == "duplicate":
+        if trial.status == "duplicate":
             raise ReplayError(
-                f"study {study_name!r}: trial {number} repeats trial {trial.user_attrs.get('duplicate_of')}; "
-                "replay that one"
+                f"study {study_name!r}: trial {number} repeats trial {trial.duplicate_of}; replay that one"
             )
-        if status not in REPLAYABLE or "config" not in trial.user_attrs:
-            reason = trial.user_attrs.get("error") or status
+        if trial.status not in REPLAYABLE or trial.config is None:
+            reason = trial.error or trial.status
             raise ReplayError(f"study {study_name!r}: trial {number} never trained ({reason})")
         chosen.append(trial)
     return chosen

@@ -16,8 +16,8 @@ import pandas as pd
 from optuna.distributions import CategoricalDistribution
 from scipy import stats
 
+from kwsearch.pareto import dominates
 from kwsearch.report.data import StudyData, point_of, present
-from kwsearch.search.pareto import dominates
 
 MAX_LEVELS = 8  # a numeric dimension with more distinct values is binned into quartiles
 
@@ -126,7 +126,7 @@ def paired_differences(data: StudyData) -> dict[str, pd.DataFrame] | str:
     """Grid ablations: for each searched setting and each value other than its baseline (the
     first choice), the difference of each objective against the baseline value in trials that
     agree on every other setting, seed included; mean and 95% confidence half-width over pairs."""
-    sampler = ((data.attrs.get("settings") or {}).get("sampler") or {}).get("name")
+    sampler = data.record.sampler.get("name")
     if sampler != "grid":
         return "Paired differences are shown for grid ablations (this study's sampler is {}).".format(
             sampler or "unknown"
@@ -166,24 +166,16 @@ def paired_differences(data: StudyData) -> dict[str, pd.DataFrame] | str:
     return tables or "No pairs: no two complete trials differ in one setting only."
 
 
-def proxy_vs_full(data: StudyData) -> tuple[pd.DataFrame, dict[str, float]] | str:
-    """Replayed trials' proxy accuracy beside their full accuracy (mean over replay seeds), with
-    Spearman's and Kendall's rank correlations."""
+def proxy_vs_full(data: StudyData) -> pd.DataFrame | str:
+    """Replayed trials whose proxy completed: proxy accuracy beside full accuracy (mean and
+    standard deviation over replay seeds), with their parameters. The rank agreement of these
+    pairs is ``data.agreement``."""
     if data.replays.empty:
         return "No replays yet: `kwsearch replay` trains chosen trials with the full recipe."
-    full = data.replays.groupby("number")["full_accuracy"].agg(["mean", "count"]).reset_index()
-    full.columns = ["number", "full_accuracy", "seeds"]
-    proxy = data.search[["number", "accuracy", "params"]].rename(columns={"accuracy": "proxy_accuracy"})
-    table = full.merge(proxy, on="number", how="left").sort_values("number")
-    correlations = {}
-    if len(table) >= 3 and table["proxy_accuracy"].nunique() > 1 and table["full_accuracy"].nunique() > 1:
-        correlations["Spearman ρ"] = float(
-            stats.spearmanr(table["proxy_accuracy"], table["full_accuracy"])[0]
-        )
-        correlations["Kendall τ"] = float(
-            stats.kendalltau(table["proxy_accuracy"], table["full_accuracy"])[0]
-        )
-    return table, correlations
+    pairs = data.agreement.pairs
+    columns = ["trial", "proxy_accuracy", "full_accuracy", "full_std", "seeds", "params"]
+    table = pd.DataFrame([{k: p.get(k) for k in columns} for p in pairs], columns=columns)
+    return table.rename(columns={"trial": "number"}).sort_values("number")
 
 
 def config_diff(config: dict[str, Any] | None, baseline: dict[str, Any] | None) -> str:

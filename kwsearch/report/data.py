@@ -1,7 +1,7 @@
-"""A study read back from its storage into tables: one row per trial, one row per epoch.
+"""A study read back from its record into tables: one row per trial, one row per epoch.
 
-The report reads only what :mod:`kwsearch.search.records` says a study stores; everything the
-page shows, and the CSV and Parquet files beside it, comes from :class:`StudyData`.
+Everything the page shows, and the CSV and Parquet files beside it, comes from :class:`StudyData`,
+read through :class:`kwsearch.records.StudyStore`.
 """
 
 from __future__ import annotations
@@ -10,24 +10,22 @@ import json
 import math
 import shlex
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import optuna
 import pandas as pd
 from optuna.distributions import CategoricalDistribution
-from optuna.trial import FrozenTrial
 
-from kwsearch.search.records import (
-    REFERENCES_SUFFIX,
-    REPLAYS_SUFFIX,
+from kwsearch.records import (
+    Storage,
+    StoreError,
+    StudyRecord,
+    StudyStore,
+    TrialRecord,
     front_of,
     normalized_hypervolume,
     objective_point,
-    references_name,
-    replays_name,
-    status_of,
 )
+from kwsearch.stats import ProxyAgreement, proxy_agreement
 
 COSTS = ("params", "effective_params", "macs")
 
@@ -38,22 +36,30 @@ class ReportError(ValueError):
 
 @dataclass
 class StudyData:
-    """Everything a report shows, read from one study's storage."""
+    """Everything a report shows, read from one study's record."""
 
     name: str
     storage: str
-    attrs: dict[str, Any]  # the study's user attributes (settings, objectives, budget, ...)
-    trials: pd.DataFrame  # one row per search trial (and one per reference, kind == "reference")
+    record: StudyRecord
+    trials: pd.DataFrame  # one row per search trial (and one per baseline, kind == "reference")
     history: pd.DataFrame  # one row per (trial, epoch) of trials that trained
-    replays: pd.DataFrame  # one row per full-recipe replay (may be empty)
+    replays: pd.DataFrame  # one row per complete full-recipe replay (may be empty)
+    agreement: ProxyAgreement  # proxy against full accuracy of the replayed trials
     dimensions: dict[str, list[Any] | None]  # searched parameter -> its choices in order (None: numeric)
     target: str  # what `kwsearch replay` is given: the study file, or the name
-    baseline_config: dict[str, Any] | None = None
     front: list[int] = field(default_factory=list)  # Pareto-optimal trial numbers
 
     @property
     def objectives(self) -> list[str]:
-        return list(self.attrs.get("objectives") or ["accuracy", "params"])
+        return self.record.objectives
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.record.settings
+
+    @property
+    def baseline_config(self) -> dict[str, Any] | None:
+        return self.record.baseline_config
 
     @property
     def search(self) -> pd.DataFrame:
@@ -71,96 +77,86 @@ class StudyData:
         return self.search["status"].value_counts().to_dict() if len(self.trials) else {}
 
     def normalized_hypervolume(self, points: list[tuple[float, ...]]) -> float:
-        return (
-            normalized_hypervolume(points, self.attrs["reference_point"]) if self.has_reference_point else 0.0
-        )
+        point = self.record.reference_point
+        return normalized_hypervolume(points, point) if point else 0.0
 
     @property
     def has_reference_point(self) -> bool:
-        return bool(self.attrs.get("reference_point"))
+        return bool(self.record.reference_point)
 
 
 def replay_command(target: str, number: int) -> str:
     return f"kwsearch replay {shlex.quote(target)} --trials {number}"
 
 
-def load(storage: str | optuna.storages.BaseStorage, name: str, target: str | None = None) -> StudyData:
-    """Read study ``name`` (and its references and replays) from ``storage`` (a URL or an Optuna
-    storage); ``target`` is what replay commands name (default: the study's name).
+def load(storage: Storage, name: str, target: str | None = None) -> StudyData:
+    """Read study ``name`` (its trials, baselines and replays) from the storage at ``storage``;
+    ``target`` is what replay commands name (default: the study's name).
 
-    Raises ReportError when the storage holds no study of that name."""
+    Raises ReportError when the storage cannot be read or holds no study of that name."""
     try:
-        names = optuna.study.get_all_study_names(storage)
-    except Exception as error:  # a URL SQLAlchemy cannot open
-        raise ReportError(f"{storage}: cannot open the storage ({error})") from None
-    if name not in names:
-        known = ", ".join(n for n in names if not n.endswith((REFERENCES_SUFFIX, REPLAYS_SUFFIX))) or "none"
-        raise ReportError(f"unknown study {name!r} in {storage} (studies there: {known})")
-    study = optuna.load_study(study_name=name, storage=storage)
-    attrs = dict(study.user_attrs)
-    objectives = list(attrs.get("objectives") or ["accuracy", "params"])
-    trials = study.get_trials(deepcopy=False)
-    references = _load_trials(storage, references_name(name), names)
-    rows = [_row(t, objectives, "search", target or name) for t in trials]
-    rows += [_row(t, objectives, "reference", target or name) for t in references]
+        store = StudyStore.open(storage, name)
+    except StoreError as error:
+        raise ReportError(str(error)) from None
+    # a study created by a search that stopped before writing its record has no trials either
+    record = store.record or StudyRecord.from_attributes(name, {})
+    objectives = record.objectives
+    trials, baselines, replays = store.trials(), store.baselines(), store.replays()
+    rows = [_row(t, "search", target or name) for t in trials]
+    rows += [_row(t, "reference", target or name) for t in baselines]
     table = pd.DataFrame(rows, columns=_columns(rows))
     front = sorted(t.number for t in front_of(trials, objectives))
     if len(table):
         table["pareto"] = (table["kind"] == "search") & table["number"].isin(front)
     history = pd.DataFrame(
         [
-            {"kind": kind, "number": t.number, "label": t.user_attrs.get("reference"), **epoch}
-            for kind, group in (("search", trials), ("reference", references))
+            {"kind": kind, "number": t.number, "label": t.baseline, **epoch}
+            for kind, group in (("search", trials), ("reference", baselines))
             for t in group
-            for epoch in t.user_attrs.get("history") or []
+            for epoch in t.history
         ]
     )
-    data = StudyData(
+    complete_replays = [r for r in replays if r.status == "complete" and present(r.test_accuracy)]
+    return StudyData(
         name=name,
-        storage=storage if isinstance(storage, str) else type(storage).__name__,
-        attrs=attrs,
+        storage=store.url,
+        record=record,
         trials=table,
         history=history,
-        replays=_replays(storage, name, names),
+        replays=pd.DataFrame(
+            [
+                {"number": r.proxy_trial, "seed": r.seed, "full_accuracy": r.test_accuracy}
+                for r in complete_replays
+            ],
+            columns=["number", "seed", "full_accuracy"],
+        ),
+        agreement=proxy_agreement(trials, replays, objectives),
         dimensions=_dimensions(trials),
         target=target or name,
         front=front,
     )
-    data.baseline_config = _baseline_config(data, references)
-    return data
 
 
-def _load_trials(
-    storage: str | optuna.storages.BaseStorage, name: str, names: list[str]
-) -> list[FrozenTrial]:
-    if name not in names:
-        return []
-    return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
-
-
-def _row(trial: FrozenTrial, objectives: list[str], kind: str, target: str) -> dict[str, Any]:
-    attrs = trial.user_attrs
-    costs = attrs.get("costs") or {}
-    history = attrs.get("history") or []
-    status = status_of(trial)
+def _row(trial: TrialRecord, kind: str, target: str) -> dict[str, Any]:
+    costs = trial.costs.as_dict() if trial.costs else {}
     row: dict[str, Any] = {
         "kind": kind,
         "number": trial.number,
-        "label": attrs.get("reference"),
-        "status": status,
+        "label": trial.baseline,
+        "status": trial.status,
         # the last epoch's accuracy (a pruned trial's accuracy when it stopped); None without one
-        "accuracy": history[-1]["val_accuracy"] if history else None,
+        "accuracy": trial.accuracy,
         **{name: costs.get(name) for name in COSTS},
-        "trained": kind == "reference" or bool(attrs.get("trained")),  # handed to a trainer
-        "epochs": len(history),
-        "seconds": attrs.get("seconds"),
-        "train_seconds": sum(h.get("train_seconds", 0.0) for h in history) if history else None,
-        "seed": attrs.get("seed"),
-        "started": trial.datetime_start,
-        "finished": trial.datetime_complete,
-        "duplicate_of": attrs.get("duplicate_of"),
-        "error": attrs.get("error"),
-        "config": json.dumps(attrs.get("config"), sort_keys=True) if "config" in attrs else None,
+        "trained": trial.trained,  # handed to a trainer
+        "epochs": len(trial.history),
+        "seconds": trial.seconds,
+        "train_seconds": trial.train_seconds,
+        "seed": trial.seed,
+        "started": trial.started,
+        "finished": trial.finished,
+        "duplicate_of": trial.duplicate_of,
+        "error": trial.error,
+        "config": json.dumps(trial.config, sort_keys=True) if trial.config is not None else None,
         "replay": replay_command(target, trial.number) if kind == "search" else None,
     }
     for key, value in trial.params.items():
@@ -182,7 +178,7 @@ def _columns(rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def _dimensions(trials: list[FrozenTrial]) -> dict[str, list[Any] | None]:
+def _dimensions(trials: list[TrialRecord]) -> dict[str, list[Any] | None]:
     """Each searched parameter and its choices in the space's order (None for numbers)."""
     dimensions: dict[str, list[Any] | None] = {}
     for trial in trials:
@@ -192,42 +188,6 @@ def _dimensions(trials: list[FrozenTrial]) -> dict[str, list[Any] | None]:
                     list(distribution.choices) if isinstance(distribution, CategoricalDistribution) else None
                 )
     return dimensions
-
-
-def _baseline_config(data: StudyData, references: list[FrozenTrial]) -> dict[str, Any] | None:
-    """The static baseline's config (what budgets are relative to): the ``static`` reference's,
-    else rebuilt from the stored settings."""
-    for trial in references:
-        if trial.user_attrs.get("reference") == "static" and "config" in trial.user_attrs:
-            return trial.user_attrs["config"]
-    settings = data.attrs.get("settings")
-    if not settings:
-        return None
-    try:
-        from kwsearch.search.runner import static_baseline_config
-        from kwsearch.search.study import parse_study
-
-        source = data.attrs.get("source")
-        study = parse_study(settings, Path(source) if source else None)
-        return static_baseline_config(study)
-    except Exception:  # a space file moved since: the report diffs against nothing
-        return None
-
-
-def _replays(storage: str | optuna.storages.BaseStorage, name: str, names: list[str]) -> pd.DataFrame:
-    """Full-recipe replays (see kwsearch.search.records): one row per complete replay, with the
-    proxy trial's number, the seed and the full accuracy (test accuracy, else validation)."""
-    rows = []
-    for trial in _load_trials(storage, replays_name(name), names):
-        attrs = trial.user_attrs
-        accuracy = attrs.get("test_accuracy")
-        accuracy = attrs.get("val_accuracy") if not present(accuracy) else accuracy
-        if attrs.get("status") != "complete" or "proxy_trial" not in attrs or not present(accuracy):
-            continue
-        rows.append(
-            {"number": int(attrs["proxy_trial"]), "seed": attrs.get("seed"), "full_accuracy": accuracy}
-        )
-    return pd.DataFrame(rows, columns=["number", "seed", "full_accuracy"])
 
 
 def present(value: Any) -> bool:

@@ -117,7 +117,7 @@ def accuracy_vs_cost(data: StudyData, cost: str) -> go.Figure:
                 hoverinfo="text",
             )
         )
-    limit = (data.attrs.get("budget") or {}).get(cost)
+    limit = data.record.budget.get(cost)
     if limit:
         fig.add_vline(x=limit, line={"dash": "dash", "color": "rgb(214,39,40)"})
         fig.add_annotation(

@@ -95,7 +95,7 @@ def _notice(data: StudyData) -> str | None:
 
 
 def _header(data: StudyData) -> str:
-    settings = data.attrs.get("settings") or {}
+    settings = data.settings
     counts = data.counts()
     sampler = settings.get("sampler") or {}
     sampler_text = sampler.get("name", "unknown")
@@ -111,24 +111,24 @@ def _header(data: StudyData) -> str:
     if budget.get("trials"):
         spent += f" of {budget['trials']}"
     seconds = float(data.search["seconds"].fillna(0).sum()) if len(data.search) else 0.0
-    gpus = float(data.attrs.get("gpus_per_trial") or 0.0)
+    gpus = data.record.gpus_per_trial
     spent += f"; trial time {seconds / 3600:.2f} h"
     if gpus:
         spent += f" ({seconds * gpus / 3600:.2f} GPU hours)"
-    limits = data.attrs.get("budget") or {}
+    limits = data.record.budget
     limit_text = ", ".join(f"{k} ≤ {v:,.0f}" for k, v in limits.items()) or "none"
-    baseline = data.attrs.get("baseline") or {}
-    if baseline.get("params"):
-        limit_text += f" (static baseline: {baseline['params']:,} params)"
+    baseline = data.record.baseline_costs
+    if baseline is not None:
+        limit_text += f" (static baseline: {baseline.params:,} params)"
     data_settings = settings.get("data") or {}
     data_text = str(data_settings.get("name", "unknown"))
     if data_settings.get("options"):
         data_text += f" {json.dumps(data_settings['options'])}"
-    started = data.attrs.get("started")
+    started = data.record.started
     early = settings.get("early_stopping") or {}
     facts = {
         "study": data.name,
-        "study file": data.attrs.get("source") or "(none stored)",
+        "study file": data.record.source or "(none stored)",
         "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)) if started else "unknown",
         "objectives": ", ".join(data.objectives),
         "trials": _counts_text(counts) or "none",
@@ -144,7 +144,7 @@ def _header(data: StudyData) -> str:
         "data": data_text,
         "proxy recipe": json.dumps(settings.get("proxy") or {}, sort_keys=True),
         "storage": data.storage,
-        "software": _versions(data.attrs.get("software")),
+        "software": _versions(data.record.software),
     }
     rows = "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in facts.items())
     return (
@@ -170,7 +170,7 @@ def _fronts(data: StudyData) -> list[str]:
 
 def _hypervolume(data: StudyData) -> list[str]:
     history = analysis.hypervolume_history(data)
-    point = data.attrs.get("reference_point")
+    point = data.record.reference_point
     parts = ["<h2>Hypervolume</h2>"]
     if point:
         described = ", ".join(
@@ -264,15 +264,13 @@ def _proxy_vs_full(data: StudyData) -> list[str]:
     found = analysis.proxy_vs_full(data)
     if isinstance(found, str):
         return [*parts, f"<p>{escape(found)}</p>"]
-    table, correlations = found
-    if correlations:
-        parts.append(
-            "<p>Rank correlation of proxy and full accuracy: "
-            + escape(", ".join(f"{k} = {v:.3f}" for k, v in correlations.items()))
-            + f" over {len(table)} trials.</p>"
-        )
-    else:
-        parts.append("<p>Rank correlations need three or more replayed trials with distinct accuracies.</p>")
+    table = found
+    parts.append(
+        "<p>How far the proxy's ranking held under full training, over the replayed trials whose proxy "
+        "completed:</p><ul>"
+        + "".join(f"<li>{escape(line)}</li>" for line in data.agreement.describe())
+        + "</ul>"
+    )
     parts.append(_plot(figures.proxy_vs_full(table)))
     parts.append(_table(table))
     return parts

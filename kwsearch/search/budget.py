@@ -1,42 +1,48 @@
-"""Budgets are checked where configs are born: each sampled config is accounted on the meta device
-(milliseconds, no weights) and its constraint values tell Optuna whether it is feasible."""
+"""Budgets are checked where configs are born: each sampled config is built once on the meta
+device (milliseconds, no weights), accounted, and its constraint values tell Optuna whether it is
+feasible."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from kwsearch.models import ModelConfig, ModelConfigError, build_model, count_macs
 from kwsearch.models.accounting import effective_parameters
+from kwsearch.records import Costs
 
 
-@dataclass(frozen=True)
-class Costs:
-    """What a config costs: every quantity a budget or an objective may name."""
+class MetaBuild:
+    """A config built once on the meta device. Building costs ~40 ms for a small ResNet and
+    counting its MACs ~100 ms more, so MACs are counted only when asked (a config rejected on its
+    parameters never needs them). Raises ModelConfigError for a config no network satisfies."""
 
-    params: int
-    effective_params: int
-    macs: int | None  # None when not counted (see costs_of)
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+        with torch.device("meta"):
+            self.model: nn.Module = build_model(config)
+        self._macs: int | None = None
 
-    def as_dict(self) -> dict[str, int | None]:
-        return {"params": self.params, "effective_params": self.effective_params, "macs": self.macs}
+    def costs(self, macs: bool = True) -> Costs:
+        if macs and self._macs is None:
+            try:
+                self._macs = count_macs(self.model, (self.config.in_chans, *self.config.input_size))
+            except RuntimeError as error:  # the meta forward: the input is too small for the network
+                raise ModelConfigError(
+                    f"input_size: {list(self.config.input_size)} does not pass through the network ({error})"
+                ) from None
+        return Costs(
+            sum(p.numel() for p in self.model.parameters()),
+            effective_parameters(self.model),
+            self._macs if macs else None,
+        )
 
 
 def costs_of(config: ModelConfig, macs: bool = True) -> Costs:
-    """Account ``config`` on the meta device. Raises ModelConfigError for impossible configs.
-
-    Building costs ~40 ms for a small ResNet, counting MACs ~100 ms more: the searcher skips the
-    MACs of configs it rejects on parameters alone."""
-    with torch.device("meta"):
-        model = build_model(config)
-    try:
-        counted = count_macs(model, (config.in_chans, *config.input_size)) if macs else None
-    except RuntimeError as error:  # raised by the meta forward: the input is too small for the network
-        raise ModelConfigError(
-            f"input_size: {list(config.input_size)} does not pass through the network ({error})"
-        ) from None
-    return Costs(sum(p.numel() for p in model.parameters()), effective_parameters(model), counted)
+    """Account ``config`` on the meta device. Raises ModelConfigError for impossible configs."""
+    return MetaBuild(config).costs(macs)
 
 
 @dataclass(frozen=True)

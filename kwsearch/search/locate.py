@@ -5,12 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from kwsearch.records import default_storage
 from kwsearch.search.study import Study, StudyError, load_study
-
-
-def default_storage(run_dir: Path) -> str:
-    """A study's storage unless it names one: SQLite in its folder under runs/."""
-    return f"sqlite:///{(run_dir / 'study.db').resolve()}"
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,12 @@ import sys
 import time
 from collections.abc import Callable
 
-import optuna
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from kwsearch.search.records import StudySummary, front_of, status_of, summarize, trial_objectives
+from kwsearch.records import StudyStore, front_of
+from kwsearch.search.summary import StudySummary, summarize
 
 REFRESH_SECONDS = 1.0
 
@@ -26,13 +26,12 @@ class SearchProgress:
 
     def __init__(
         self,
-        study: optuna.Study,
-        references: optuna.Study,
+        store: StudyStore,
         budget_line: Callable[[StudySummary], str],
         enabled: bool | None = None,
     ) -> None:
-        self.study = study
-        self.references = references
+        self.store = store
+        self.objectives = store.record.objectives
         self.budget_line = budget_line
         self.interactive = sys.stderr.isatty() if enabled is None else enabled
         self._console = Console(stderr=True)
@@ -57,26 +56,26 @@ class SearchProgress:
             now = time.monotonic()
             if force or now - self._last_draw >= REFRESH_SECONDS:
                 self._last_draw = now
-                self._live.update(self._render(summarize(self.study, self.references)))
+                self._live.update(self._render(summarize(self.store)))
         else:
             self._announce_finished()
 
     def _announce_finished(self) -> None:
-        objectives = self.study.user_attrs["objectives"]
-        for study, kind in ((self.references, "reference"), (self.study, "trial")):
-            for trial in study.get_trials(deepcopy=False):
-                status = status_of(trial)
-                if status in ("running", "waiting", "duplicate") or (kind, trial.number) in self._announced:
+        objectives = self.objectives
+        for trials, kind in ((self.store.baselines(), "reference"), (self.store.trials(), "trial")):
+            for trial in trials:
+                key = (kind, trial.number)
+                if trial.status in ("running", "waiting", "duplicate") or key in self._announced:
                     continue
-                self._announced.add((kind, trial.number))
-                label = trial.user_attrs.get("reference") or f"{trial.number}"
-                values = trial_objectives(trial, objectives)
+                self._announced.add(key)
+                values = trial.objectives(objectives)
                 detail = (
                     "  ".join(f"{n} {_format(n, v)}" for n, v in values.items())
                     if values
-                    else trial.user_attrs.get("error", "")
+                    else trial.error or ""
                 )
-                print(f"{kind} {label}: {status}  {detail}", file=sys.stderr, flush=True)
+                label = trial.baseline or str(trial.number)
+                print(f"{kind} {label}: {trial.status}  {detail}", file=sys.stderr, flush=True)
 
     def _render(self, summary: StudySummary) -> Group:
         counts = Table.grid(padding=(0, 2))
@@ -95,10 +94,8 @@ class SearchProgress:
             front.add_column(name, justify="right")
         front.add_column("config")
         objectives = summary.objectives
-        for trial in sorted(
-            front_of(self.study.get_trials(deepcopy=False), objectives), key=lambda t: t.number
-        ):
-            values = trial_objectives(trial, objectives)
+        for trial in sorted(front_of(self.store.trials(), objectives), key=lambda t: t.number):
+            values = trial.objectives(objectives)
             front.add_row(
                 str(trial.number),
                 *(_format(n, values[n]) for n in objectives),

@@ -7,63 +7,30 @@ resumed trial's stored parameters), and the count of trained trials reaches the 
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.distributions import CategoricalDistribution
-from optuna.trial import TrialState
 
-from kwsearch.models import ModelConfigError, parse_model_config
-from kwsearch.search.budget import Costs, ResolvedBudget, costs_of
-from kwsearch.search.execution import gpu_share, ray_session, run_tune, trial_threads
-from kwsearch.search.locate import default_storage
+from kwsearch.execution import Driver, gpu_share, ray_session, run_tune
+from kwsearch.models import ModelConfig, ModelConfigError, parse_model_config
+from kwsearch.records import Costs, StudyRecord, StudyStore, default_storage, driver_lock, objective_point
+from kwsearch.search.budget import ResolvedBudget, costs_of
+from kwsearch.search.policy import SearchPlan, SearchPolicy
 from kwsearch.search.progress import SearchProgress
-from kwsearch.search.records import StudySummary, objective_point, references_name, summarize
 from kwsearch.search.samplers import make_sampler
 from kwsearch.search.scheduler import ParetoScheduler, ParetoSuccessiveHalving
-from kwsearch.search.searcher import OptunaBudgetSearcher, SearchPlan
 from kwsearch.search.space import Dimension
 from kwsearch.search.study import Study, StudyError
+from kwsearch.search.summary import StudySummary, summarize
 from kwsearch.versions import software_versions
 
 # How many configs of the space (every choice, numbers at their lowest) are accounted before the
 # study starts to tell whether any can meet the budget.
 FEASIBILITY_PROBES = 64
-
-
-class StudyBusy(RuntimeError):
-    """Another kwsearch process is running this study."""
-
-
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine)
-
-
-@contextmanager
-def driver_lock(run_dir: Path) -> Iterator[None]:
-    """One driver per study; the OS releases the lock when the driver dies, even by kill -9."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "driver.lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            raise StudyBusy(
-                f"{run_dir}: another kwsearch process ({handle.read().strip() or 'unknown pid'}) "
-                "runs this study"
-            ) from None
-        handle.truncate(0)
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
-        yield
 
 
 def static_baseline_config(study: Study) -> dict[str, Any]:
@@ -153,77 +120,69 @@ def _reference_point(study: Study, budget: ResolvedBudget, baseline: Costs) -> l
     return point
 
 
-def open_studies(study: Study, storage: str, budget: ResolvedBudget, baseline: Costs):
-    """The search study and its reference study, created or loaded (and checked to be the same)."""
+def open_store(study: Study, storage: str, budget: ResolvedBudget, baseline: Costs) -> StudyStore:
+    """The study's store, created (and its record written) or continued (and checked to be the
+    same study)."""
     directions = ["maximize"] + ["minimize"] * (len(study.settings.objectives) - 1)
-    sampler = make_sampler(study.settings.sampler)
-    backend = open_storage(storage)
-    search = optuna.create_study(
-        storage=backend, study_name=study.name, directions=directions, sampler=sampler, load_if_exists=True
+    store = StudyStore.create(
+        storage, study.name, directions=directions, sampler=make_sampler(study.settings.sampler)
     )
     fingerprint = _fingerprint(study)
-    stored = search.user_attrs.get("fingerprint")
+    stored = store.record
     if stored is None:
-        search.set_user_attr("fingerprint", fingerprint)
-        search.set_user_attr("settings", json.loads(study.settings.model_dump_json()))
-        search.set_user_attr("source", str(study.source) if study.source else None)
-        search.set_user_attr("objectives", study.settings.objectives)
-        search.set_user_attr("budget", budget.limits)
-        search.set_user_attr("baseline", baseline.as_dict())
-        search.set_user_attr("reference_point", _reference_point(study, budget, baseline))
-        search.set_user_attr("started", time.time())
-        search.set_user_attr("software", software_versions())
-    elif stored != fingerprint:
-        changed = sorted(k for k in fingerprint if fingerprint[k] != stored.get(k))
+        store.write_record(
+            StudyRecord(
+                name=study.name,
+                settings=json.loads(study.settings.model_dump_json()),
+                objectives=study.settings.objectives,
+                budget=budget.limits,
+                baseline_config=static_baseline_config(study),
+                baseline_costs=baseline,
+                reference_point=_reference_point(study, budget, baseline),
+                fingerprint=fingerprint,
+                source=str(study.source) if study.source else None,
+                started=time.time(),
+                software=software_versions(),
+            )
+        )
+    elif stored.fingerprint != fingerprint:
+        changed = sorted(k for k in fingerprint if fingerprint[k] != (stored.fingerprint or {}).get(k))
         raise StudyError(
             f"{study.where}: {', '.join(changed)}: differ from study {study.name!r} stored in {storage}; "
             "give the search another --name to start a new study"
         )
-    references = optuna.create_study(
-        storage=backend, study_name=references_name(study.name), directions=directions, load_if_exists=True
-    )
-    return search, references
+    return store
 
 
-def requeue_interrupted(study: optuna.Study) -> int:
-    """Put trials a dead driver left RUNNING back to WAITING; return how many."""
-    storage = study._storage
-    interrupted = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    for trial in interrupted:
-        storage.set_trial_state_values(trial._trial_id, TrialState.WAITING)
-    return len(interrupted)
-
-
-def enqueue_grid(study: Study, search: optuna.Study) -> None:
+def enqueue_grid(study: Study, store: StudyStore) -> None:
     """Every combination times every seed, once (combinations already stored are skipped)."""
-    stored = [t.params for t in search.get_trials(deepcopy=False)]
+    stored = [t.params for t in store.trials()]
     for combination in study.space.grid():
         for seed in study.settings.sampler.seeds:
             params = {**combination, "seed": seed}
             if params not in stored:
-                search.enqueue_trial(params, skip_if_exists=False)
+                store.enqueue(params)
                 stored.append(params)
 
 
-def seed_halving(halving: ParetoSuccessiveHalving, search: optuna.Study, objectives: list[str]) -> None:
-    for trial in search.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        history = trial.user_attrs.get("history") or []
-        costs = trial.user_attrs.get("costs")
-        if not costs or trial.user_attrs.get("status") == "infeasible":
+def seed_halving(halving: ParetoSuccessiveHalving, store: StudyStore, objectives: list[str]) -> None:
+    """Let the finished trials' epochs meet new trials at every rung."""
+    for trial in store.trials():
+        if trial.status not in ("complete", "pruned") or trial.costs is None:
             continue
         for epoch in halving.rungs:
-            if epoch <= len(history):
-                values = {"accuracy": history[epoch - 1]["val_accuracy"], **costs}
+            if epoch <= len(trial.history):
+                values = {"accuracy": trial.history[epoch - 1]["val_accuracy"], **trial.costs.as_dict()}
                 halving.record(str(trial.number), epoch, objective_point(values, objectives))
 
 
-def pending_references(study: Study, references: optuna.Study) -> dict[str, dict[str, Any]]:
-    done = {
-        t.user_attrs.get("reference")
-        for t in references.get_trials(deepcopy=False)
-        if t.user_attrs.get("status") == "complete"
+def pending_baselines(study: Study, store: StudyStore) -> dict[str, ModelConfig]:
+    done = {t.baseline for t in store.baselines() if t.status == "complete"}
+    return {
+        label: parse_model_config(config, f"{study.where}: references.{label}")
+        for label, config in study.reference_configs().items()
+        if label not in done
     }
-    return {label: config for label, config in study.reference_configs().items() if label not in done}
 
 
 def run_search(
@@ -237,71 +196,66 @@ def run_search(
 ) -> StudySummary:
     """Run ``study`` (or continue it) until its budget is spent; return the summary.
 
-    Raises StudyError for a study that cannot run (exit code 2 on the command line) and
-    StudyBusy when another process runs it.
+    Raises StudyError for a study that cannot run (exit code 2 on the command line),
+    ClusterError for a Ray cluster that cannot run it, and StudyBusy when another process runs it.
     """
-    from ray import tune  # Ray loads in seconds: only once a search really runs
-
-    from kwsearch.search.trainable import run_trial
-
     settings = study.settings
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     run_dir = runs_dir / study.name
-    with driver_lock(run_dir), ExitStack() as stack:
+    with driver_lock(run_dir):
         # everything that can reject the study runs before Ray starts (seconds)
         budget, baseline = resolve_budget(study)
         check_feasible(study, budget)
         storage = storage or settings.storage or default_storage(run_dir)
-        search, references = open_studies(study, storage, budget, baseline)
-        cluster = stack.enter_context(ray_session(address))
-        gpus = gpu_share(settings.resources.gpu, cluster, auto=0.25, where=f"{study.where}: resources.gpu")
-        search.set_user_attr("gpus_per_trial", gpus)
-        requeue_interrupted(search)
-        requeue_interrupted(references)
-        grid = settings.sampler.name == "grid"
-        if grid:
-            enqueue_grid(study, search)
-        halving = ParetoSuccessiveHalving(settings.early_stopping, settings.proxy.epochs)
-        seed_halving(halving, search, settings.objectives)
-        wanted = trials if trials is not None else settings.budget.trials
-        unlimited = grid or settings.budget.wall_clock or settings.budget.gpu_hours
-        if wanted is None and not unlimited:
-            wanted = 20  # never an endless search by accident
-        plan = SearchPlan(
-            space=study.space,
-            objectives=settings.objectives,
-            budget=budget,
-            recipe=settings.proxy.model_dump(mode="json"),
-            epochs=settings.proxy.epochs,
-            trials=wanted,
-            deadline=time.time() + settings.budget.wall_clock if settings.budget.wall_clock else None,
-            gpu_seconds=settings.budget.gpu_hours * 3600 if settings.budget.gpu_hours else None,
-            gpus_per_trial=gpus,
-            grid_seeds=settings.sampler.seeds if grid else None,
-            references=pending_references(study, references),
-            sampler_seed=settings.sampler.seed,
-        )
-
-        def budget_line(summary: StudySummary) -> str:
-            spent = summary.complete + summary.pruned + summary.failed
-            target = f"/{wanted}" if wanted else ""
-            return f"trained {spent}{target}  trial time {summary.trial_seconds / 60:.1f} min"
-
-        with SearchProgress(search, references, budget_line, enabled=progress) as view:
-            searcher = OptunaBudgetSearcher(search, references, plan, halving, on_change=view.changed)
-            trainable = tune.with_parameters(
-                run_trial, data=settings.data.model_dump(), threads=trial_threads(settings)
+        store = open_store(study, storage, budget, baseline)
+        with ray_session(address) as cluster:
+            gpus = gpu_share(
+                settings.resources.gpu, cluster, auto=0.25, where=f"{study.where}: resources.gpu"
             )
-            run_tune(
-                trainable,
-                searcher,
-                settings,
-                run_dir,
-                gpus,
-                scheduler=ParetoScheduler(halving),
+            store.set_gpus_per_trial(gpus)
+            store.requeue_interrupted()
+            grid = settings.sampler.name == "grid"
+            if grid:
+                enqueue_grid(study, store)
+            halving = ParetoSuccessiveHalving(settings.early_stopping, settings.proxy.epochs)
+            seed_halving(halving, store, settings.objectives)
+            wanted = trials if trials is not None else settings.budget.trials
+            unlimited = grid or settings.budget.wall_clock or settings.budget.gpu_hours
+            if wanted is None and not unlimited:
+                wanted = 20  # never an endless search by accident
+            plan = SearchPlan(
+                space=study.space,
+                objectives=settings.objectives,
+                budget=budget,
+                recipe=settings.proxy,
+                trials=wanted,
+                deadline=time.time() + settings.budget.wall_clock if settings.budget.wall_clock else None,
+                gpu_seconds=settings.budget.gpu_hours * 3600 if settings.budget.gpu_hours else None,
+                gpus_per_trial=gpus,
+                grid_seeds=settings.sampler.seeds if grid else None,
+                baselines=pending_baselines(study, store),
+                sampler_seed=settings.sampler.seed,
             )
-        summary = summarize(search, references)
-        summary.stop_reason = searcher.stop_reason
-        # Ray Tune ends its run on Ctrl-C; trials still live then were cut off and re-run next time
-        summary.interrupted = bool(searcher.live)
+
+            def budget_line(summary: StudySummary) -> str:
+                spent = summary.complete + summary.pruned + summary.failed
+                target = f"/{wanted}" if wanted else ""
+                return f"trained {spent}{target}  trial time {summary.trial_seconds / 60:.1f} min"
+
+            with SearchProgress(store, budget_line, enabled=progress) as view:
+                policy = SearchPolicy(store, plan, halving, on_change=view.changed)
+                driver = Driver(policy)
+                run_tune(
+                    driver,
+                    data=settings.data.model_dump(),
+                    resources=settings.resources,
+                    gpus=gpus,
+                    retries=settings.retries,
+                    run_dir=run_dir,
+                    scheduler=ParetoScheduler(halving),
+                )
+        summary = summarize(store)
+        summary.stop_reason = policy.stop_reason
+        # Ray Tune ends its run on Ctrl-C; runs still live then were cut off and re-run next time
+        summary.interrupted = bool(driver.unfinished)
         return summary

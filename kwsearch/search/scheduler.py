@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from kwsearch.search.pareto import rank
+from kwsearch.pareto import rank
 from kwsearch.search.study import EarlyStopping
 
 
@@ -65,8 +65,8 @@ class ParetoSuccessiveHalving:
 
 
 class ParetoScheduler(FIFOScheduler):
-    """Ray Tune's side: asks :class:`ParetoSuccessiveHalving` at every reported epoch of a search
-    trial (reference trials always run to the end)."""
+    """Ray Tune's side: asks :class:`ParetoSuccessiveHalving` at every reported epoch of a run
+    with a ``cost_point`` (search trials; baselines always run to the end)."""
 
     def __init__(self, halving: ParetoSuccessiveHalving) -> None:
         super().__init__()
@@ -74,7 +74,7 @@ class ParetoScheduler(FIFOScheduler):
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         config = trial.config
-        if config.get("reference") or "epoch" not in result or "val_accuracy" not in result:
+        if config.get("cost_point") is None or "epoch" not in result or "val_accuracy" not in result:
             return TrialScheduler.CONTINUE
         point = (-result["val_accuracy"], *config["cost_point"])
         if self.halving.decide(config["key"], int(result["epoch"]), point):

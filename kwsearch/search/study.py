@@ -126,6 +126,10 @@ class Resources(BaseModel):
     max_concurrent: int | None = Field(default=None, ge=1)
     threads: int | None = Field(default=None, ge=1)  # torch threads per trial (default: its CPUs)
 
+    @property
+    def torch_threads(self) -> int:
+        return self.threads or max(1, int(self.cpu))
+
 
 class Reference(BaseModel):
     """A trial trained beside the search to read the front against: the static baseline, a

@@ -6,7 +6,7 @@ import random
 import pytest
 from optuna._hypervolume import compute_hypervolume
 
-from kwsearch.search.pareto import crowding_distance, dominates, hypervolume, non_dominated_sort, rank
+from kwsearch.pareto import crowding_distance, dominates, hypervolume, non_dominated_sort, rank
 from kwsearch.search.scheduler import ParetoSuccessiveHalving, rungs
 from kwsearch.search.study import EarlyStopping
 

@@ -1,0 +1,152 @@
+"""The one Ray driver: a policy says what to run next, the driver hands it to Ray Tune and tells
+the policy what each run reported, as it comes.
+
+Search, replay and calibration are policies (:class:`RunPolicy`); the driver is what they share:
+mapping Ray's trials to runs, per-epoch history (a retried or resumed run reports from its own
+epoch on), errors with their tracebacks, wall time, and how a run ended.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from ray.tune.search import Searcher
+
+from kwsearch.execution._trainable import METRICS
+from kwsearch.models import ModelConfig
+from kwsearch.records import History
+from kwsearch.train import Recipe
+
+
+@dataclass
+class Run:
+    """One training run a policy asks for. ``key`` names it to the early-stopping scheduler;
+    ``cost_point`` (its costs, in the objectives' order) makes it subject to early stopping;
+    ``folder`` makes it checkpoint every epoch and resume; ``history`` holds the epochs a resumed
+    run finished before; ``handle`` is the policy's own (the record it writes, say)."""
+
+    key: str
+    model: ModelConfig
+    recipe: Recipe
+    folder: Path | None = None
+    cost_point: list[float] | None = None
+    history: History = field(default_factory=list)
+    handle: Any = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended: ``finished`` (trained to its last epoch), ``failed`` (an error, with its
+    message and traceback) or ``stopped`` (Ray stopped it: the scheduler, or the end of the
+    search). ``history`` holds every epoch known, ``seconds`` the wall time of this attempt."""
+
+    kind: Literal["finished", "failed", "stopped"]
+    history: History
+    seconds: float
+    error: str | None = None
+    traceback: str | None = None
+    resumed_from_epoch: int = 0
+
+
+class RunPolicy(Protocol):
+    def next_run(self) -> Run | None:
+        """The next run, or None when there is nothing more to run."""
+
+    def on_epoch(self, run: Run, history: History) -> None:
+        """``run`` finished an epoch; ``history`` is every epoch it has."""
+
+    def on_finish(self, run: Run, outcome: Outcome) -> None:
+        """``run`` ended."""
+
+
+@dataclass
+class _Live:
+    run: Run
+    started: float
+    history: History
+    error: str | None = None
+    traceback: str | None = None
+    final: dict[str, Any] | None = None
+
+
+class Driver(Searcher):
+    """Ray Tune's searcher over a :class:`RunPolicy`."""
+
+    def __init__(self, policy: RunPolicy) -> None:
+        # no metric: Ray would then reject the error report of a failing run (it has no accuracy)
+        super().__init__()
+        self.policy = policy
+        self.live: dict[str, _Live] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Ray pickles the tuner's settings to restore an experiment; the driver's state is the
+        # study's storage (resume goes through it), so the pickle keeps nothing of it.
+        return {}
+
+    @property
+    def unfinished(self) -> int:
+        """Runs Ray had when it stopped (Ctrl-C): cut off, to be run again next time."""
+        return len(self.live)
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        run = self.policy.next_run()
+        if run is None:
+            return Searcher.FINISHED
+        self.live[trial_id] = _Live(run, time.time(), list(run.history))
+        return {
+            "key": run.key,
+            "model": run.model,
+            "recipe": run.recipe,
+            "folder": str(run.folder) if run.folder else None,
+            "cost_point": run.cost_point,
+        }
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        live = self.live.get(trial_id)
+        if live is None:
+            return
+        if "error" in result:
+            live.error, live.traceback = result["error"], result.get("traceback", "")
+        elif "finished" in result:
+            live.final = result
+        elif "epoch" in result:
+            metrics = {k: result[k] for k in METRICS if k in result}
+            # a retried run starts over, a resumed one reports from its checkpoint's epoch on
+            live.history = [h for h in live.history if h["epoch"] < metrics["epoch"]] + [metrics]
+            self.policy.on_epoch(live.run, live.history)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        live = self.live.get(trial_id)
+        if live is None:
+            return
+        # Ray skips on_trial_result for the result its scheduler stopped a run on
+        if result and not error and "error" not in result and live.final is None and _unseen(result, live):
+            self.on_trial_result(trial_id, result)
+        del self.live[trial_id]
+        seconds = time.time() - live.started
+        if error or live.error is not None:
+            outcome = Outcome(
+                "failed",
+                live.history,
+                seconds,
+                error=live.error or "the run's worker failed",
+                traceback=live.traceback,
+            )
+        elif live.final is not None:
+            outcome = Outcome(
+                "finished",
+                json.loads(live.final["history"]),
+                seconds,
+                resumed_from_epoch=int(live.final["resumed_from_epoch"]),
+            )
+        else:
+            outcome = Outcome("stopped", live.history, seconds)
+        self.policy.on_finish(live.run, outcome)
+
+
+def _unseen(result: dict, live: _Live) -> bool:
+    return "finished" in result or not live.history or result.get("epoch", 0) > live.history[-1]["epoch"]

@@ -1,0 +1,106 @@
+"""What a stored study holds besides its trials: the settings it runs by and what was fixed when
+it started (:class:`StudyRecord`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kwsearch.records._trial import Costs
+
+# The version of the storage format this release writes. Schema 1 (the first release) stored no
+# version and no baseline config; records of every earlier schema are read.
+SCHEMA = 2
+
+# Study user attributes.
+_SCHEMA = "schema"
+_SETTINGS = "settings"
+_SOURCE = "source"
+_OBJECTIVES = "objectives"
+_BUDGET = "budget"
+_BASELINE_COSTS = "baseline"
+_BASELINE_CONFIG = "baseline_config"
+_REFERENCE_POINT = "reference_point"
+_STARTED = "started"
+_SOFTWARE = "software"
+_FINGERPRINT = "fingerprint"
+_GPUS_PER_TRIAL = "gpus_per_trial"
+_KEYS = (
+    _SCHEMA,
+    _SETTINGS,
+    _SOURCE,
+    _OBJECTIVES,
+    _BUDGET,
+    _BASELINE_COSTS,
+    _BASELINE_CONFIG,
+    _REFERENCE_POINT,
+    _STARTED,
+    _SOFTWARE,
+    _FINGERPRINT,
+    _GPUS_PER_TRIAL,
+)
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """A study's settings and what was fixed when it started.
+
+    ``settings`` is the study file as validated (JSON), ``fingerprint`` the part of it that must
+    not change while the study continues; ``budget`` the absolute limits, resolved against the
+    static baseline (``baseline_config`` with ``baseline_costs``); ``reference_point`` the
+    hypervolume's, in objective space with accuracy negated."""
+
+    name: str
+    settings: dict[str, Any]
+    objectives: list[str]
+    budget: dict[str, float]
+    baseline_config: dict[str, Any] | None
+    baseline_costs: Costs | None
+    reference_point: list[float] | None
+    fingerprint: dict[str, Any] | None = None
+    source: str | None = None
+    started: float | None = None
+    software: dict[str, str] | None = None
+    gpus_per_trial: float = 0.0
+    schema: int = SCHEMA
+    extra: dict[str, Any] = field(default_factory=dict)  # attributes of later schemas, kept as read
+
+    def attributes(self) -> dict[str, Any]:
+        """The study user attributes this record is stored as."""
+        return {
+            _SCHEMA: self.schema,
+            _SETTINGS: self.settings,
+            _SOURCE: self.source,
+            _OBJECTIVES: self.objectives,
+            _BUDGET: self.budget,
+            _BASELINE_CONFIG: self.baseline_config,
+            _BASELINE_COSTS: self.baseline_costs.as_dict() if self.baseline_costs else None,
+            _REFERENCE_POINT: self.reference_point,
+            _STARTED: self.started,
+            _SOFTWARE: self.software,
+            _FINGERPRINT: self.fingerprint,
+            _GPUS_PER_TRIAL: self.gpus_per_trial,
+        }
+
+    @classmethod
+    def from_attributes(cls, name: str, attrs: dict[str, Any]) -> StudyRecord:
+        return cls(
+            name=name,
+            settings=attrs.get(_SETTINGS) or {},
+            objectives=list(attrs.get(_OBJECTIVES) or ["accuracy", "params"]),
+            budget=dict(attrs.get(_BUDGET) or {}),
+            baseline_config=attrs.get(_BASELINE_CONFIG),
+            baseline_costs=Costs.from_dict(attrs.get(_BASELINE_COSTS)),
+            reference_point=attrs.get(_REFERENCE_POINT),
+            fingerprint=attrs.get(_FINGERPRINT),
+            source=attrs.get(_SOURCE),
+            started=attrs.get(_STARTED),
+            software=attrs.get(_SOFTWARE),
+            gpus_per_trial=float(attrs.get(_GPUS_PER_TRIAL) or 0.0),
+            schema=int(attrs.get(_SCHEMA, 1)),
+            extra={k: v for k, v in attrs.items() if k not in _KEYS},
+        )
+
+    @property
+    def sampler(self) -> dict[str, Any]:
+        return self.settings.get("sampler") or {}

@@ -1,0 +1,194 @@
+"""Trials being written: from ``Study.ask`` to ``Study.tell``, every attribute set through
+Optuna's ``Trial`` (the storage format is :mod:`kwsearch.records._trial`'s)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState, create_trial
+
+from kwsearch.records import _trial as keys
+from kwsearch.records._trial import Costs, History, ReplayRecord, Status, TrialRecord
+
+# How each status is told to Optuna. Infeasible configs are COMPLETE (with constraint values > 0:
+# constraint-aware samplers learn only from complete trials).
+_STATES: dict[Status, TrialState] = {
+    "complete": TrialState.COMPLETE,
+    "infeasible": TrialState.COMPLETE,
+    "pruned": TrialState.PRUNED,
+    "failed": TrialState.FAIL,
+    "duplicate": TrialState.FAIL,
+    "running": TrialState.RUNNING,
+    "waiting": TrialState.WAITING,
+}
+
+
+class TrialWriter:
+    """A search or baseline trial being written. ``trial`` is Optuna's, for sampling the space
+    through it."""
+
+    def __init__(self, study: optuna.Study, trial: optuna.Trial) -> None:
+        self._study = study
+        self.trial = trial
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+    @property
+    def resumed(self) -> bool:
+        """A trial a dead driver left running, back to train again: it keeps what it was given."""
+        return keys.CONFIG in self.trial.user_attrs
+
+    def propose(self, config: dict[str, Any], seed: int, *, baseline: str | None = None) -> None:
+        self.trial.set_user_attr(keys.CONFIG, config)
+        self.trial.set_user_attr(keys.SEED, seed)
+        if baseline is not None:
+            self.trial.set_user_attr(keys.BASELINE_LABEL, baseline)
+
+    def set_costs(self, costs: Costs) -> None:
+        self.trial.set_user_attr(keys.COSTS, costs.as_dict())
+
+    def constrain(self, constraints: dict[str, float]) -> None:
+        """Optuna's constraint values (<= 0 feasible). Optuna keeps the first value of each (a
+        resumed trial keeps those it was given) and warns about the rest, which is expected here."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The constraint value is ignored")
+            for key, value in constraints.items():
+                self.trial.set_constraint(key, value)
+
+    def mark_trained(self) -> None:
+        self.trial.set_user_attr(keys.TRAINED, True)
+
+    def record_history(self, history: History) -> None:
+        self.trial.set_user_attr(keys.HISTORY, history)
+
+    def record_traceback(self, text: str) -> None:
+        self.trial.set_user_attr(keys.TRACEBACK, text)
+
+    def finish(
+        self,
+        status: Status,
+        *,
+        values: list[float] | None = None,
+        seconds: float | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Store how the trial ended and tell Optuna (``values`` for complete and infeasible)."""
+        if seconds is not None:
+            self.trial.set_user_attr(keys.SECONDS, seconds)
+        if error is not None:
+            self.trial.set_user_attr(keys.ERROR, error)
+        self.trial.set_user_attr(keys.STATUS, status)
+        state = _STATES[status]
+        self._study.tell(self.trial, values=values if state == TrialState.COMPLETE else None, state=state)
+
+    def duplicate(self, original: TrialRecord, values: list[float] | None) -> None:
+        """A repeat of ``original`` (same config and seed): Optuna hears the original's objective
+        ``values`` when it completed, so the sampler learns as if it had trained."""
+        self.trial.set_user_attr(keys.STATUS, "duplicate")
+        self.trial.set_user_attr(keys.DUPLICATE_OF, original.number)
+        if values is not None:
+            self._study.tell(self.trial, values=values)
+        else:
+            self._study.tell(self.trial, state=TrialState.FAIL)
+
+
+class ReplayWriter:
+    """A replay being written: one proxy trial's config trained by the full recipe, one seed."""
+
+    def __init__(self, study: optuna.Study, trial: optuna.Trial) -> None:
+        self._study = study
+        self._trial = trial
+
+    @property
+    def number(self) -> int:
+        return self._trial.number
+
+    def start(
+        self,
+        *,
+        proxy_trial: int,
+        seed: int,
+        config: dict[str, Any],
+        costs: Costs | None,
+        recipe: dict[str, Any],
+        export: Path,
+    ) -> None:
+        attrs = {
+            keys.PROXY_TRIAL: proxy_trial,
+            keys.SEED: seed,
+            keys.CONFIG: config,
+            keys.COSTS: costs.as_dict() if costs else {},
+            keys.RECIPE: recipe,
+            keys.EXPORT: str(export),
+        }
+        for key, value in attrs.items():
+            self._trial.set_user_attr(key, value)
+
+    def record_history(self, history: History) -> None:
+        self._trial.set_user_attr(keys.HISTORY, history)
+
+    def record_traceback(self, text: str) -> None:
+        self._trial.set_user_attr(keys.TRACEBACK, text)
+
+    def complete(
+        self, history: History, *, seconds: float, resumed_from_epoch: int, values: list[float]
+    ) -> None:
+        last = history[-1]
+        for key, value in (
+            (keys.HISTORY, history),
+            (keys.SECONDS, seconds),
+            (keys.VAL_ACCURACY, last["val_accuracy"]),
+            (keys.TEST_ACCURACY, last.get("test_accuracy")),
+            (keys.RESUMED_FROM_EPOCH, resumed_from_epoch),
+            (keys.STATUS, "complete"),
+        ):
+            self._trial.set_user_attr(key, value)
+        self._study.tell(self._trial, values=values)
+
+    def fail(self, error: str, *, seconds: float) -> None:
+        self._trial.set_user_attr(keys.SECONDS, seconds)
+        self._trial.set_user_attr(keys.ERROR, error)
+        self._trial.set_user_attr(keys.STATUS, "failed")
+        self._study.tell(self._trial, state=TrialState.FAIL)
+
+
+def frozen_trial(trial: TrialRecord, objectives: list[str]) -> FrozenTrial:
+    """``trial`` as Optuna's FrozenTrial, to add to a study whole."""
+    state = _STATES[trial.status]
+    values = trial.objectives(objectives)
+    if trial.status == "infeasible" and trial.costs is not None:
+        values = {"accuracy": 0.0, **trial.costs.as_dict()}
+    attrs = trial.attributes()
+    if not state.is_finished():
+        del attrs[keys.STATUS]  # Optuna's state says it
+    frozen = create_trial(
+        state=state,
+        values=[float(values[name]) for name in objectives] if state == TrialState.COMPLETE else None,
+        params=trial.params,
+        distributions=trial.distributions,
+        user_attrs=attrs,
+        constraints=trial.constraints or None,
+    )
+    # create_trial stamps both with now; a record's own times win
+    frozen.datetime_start = trial.started or frozen.datetime_start
+    if trial.finished is not None or not state.is_finished():
+        frozen.datetime_complete = trial.finished
+    return frozen
+
+
+def frozen_replay(replay: ReplayRecord, objectives: list[str]) -> FrozenTrial:
+    """``replay`` as Optuna's FrozenTrial, to add to a study whole."""
+    state = _STATES[replay.status]
+    values = None
+    if state == TrialState.COMPLETE:
+        costs = replay.costs.as_dict() if replay.costs else {}
+        values = [float(replay.test_accuracy)] + [float(costs.get(name) or 0) for name in objectives[1:]]
+    attrs = replay.attributes()
+    if not state.is_finished():
+        del attrs[keys.STATUS]
+    return create_trial(state=state, values=values, user_attrs=attrs)

@@ -1,0 +1,251 @@
+"""What a search runs next: baselines first, then Optuna's proposals that fit the budget, until
+the budget is spent.
+
+Each proposal is asked of the Optuna study, sampled through its trial and built once on the meta
+device; an over-budget or unbuildable config is told to Optuna at once as infeasible (with its
+constraint values) and never becomes a run. Every epoch is written to the storage as it comes,
+so a killed driver loses nothing that was finished; a run the scheduler stopped is stored
+PRUNED, with every epoch up to the stop in its history, never COMPLETE.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from optuna.distributions import CategoricalDistribution, IntDistribution
+from optuna.trial import Trial
+
+from kwsearch.execution import Outcome, Run
+from kwsearch.models import ModelConfig, ModelConfigError, parse_model_config
+from kwsearch.records import Costs, History, StudyStore, TrialWriter
+from kwsearch.search.budget import MetaBuild, ResolvedBudget
+from kwsearch.search.scheduler import ParetoSuccessiveHalving
+from kwsearch.search.space import Dimension, Space
+from kwsearch.train import Recipe
+
+# Consecutive over-budget configs after which the space is declared unable to meet the budget.
+MAX_CONSECUTIVE_INFEASIBLE = 200
+
+
+def suggest_through(trial: Trial) -> Callable[[Dimension], Any]:
+    """Ask ``trial`` for a dimension's value (returns the stored value for resumed trials)."""
+
+    def suggest(dimension: Dimension) -> Any:
+        d = dimension.distribution
+        if isinstance(d, CategoricalDistribution):
+            return trial.suggest_categorical(dimension.name, d.choices)
+        if isinstance(d, IntDistribution):
+            return trial.suggest_int(dimension.name, d.low, d.high, step=d.step, log=d.log)
+        return trial.suggest_float(dimension.name, d.low, d.high, step=d.step, log=d.log)
+
+    return suggest
+
+
+@dataclass
+class SearchPlan:
+    """What the policy needs to know of the study."""
+
+    space: Space
+    objectives: list[str]
+    budget: ResolvedBudget
+    recipe: Recipe
+    trials: int | None  # trained trials wanted in all (None: no limit)
+    deadline: float | None  # time.time() after which no trial starts
+    gpu_seconds: float | None  # GPU budget in seconds of one GPU
+    gpus_per_trial: float
+    grid_seeds: list[int] | None  # grid: a trial per combination per seed
+    baselines: dict[str, ModelConfig]  # baseline label -> model config, still to train
+    sampler_seed: int = 0
+
+
+@dataclass
+class _Trial:
+    """A trial being trained: its record and its costs."""
+
+    writer: TrialWriter
+    costs: Costs
+    baseline: str | None = None
+
+
+class SearchPolicy:
+    """Proposes the search's runs and writes what they report (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: StudyStore,
+        plan: SearchPlan,
+        halving: ParetoSuccessiveHalving,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.plan = plan
+        self.halving = halving
+        self.on_change = on_change
+        self.stop_reason: str | None = None  # why the search stopped before its budget was spent
+        self._pending_baselines = dict(plan.baselines)
+        self._rng = random.Random(plan.sampler_seed)
+        self._last_was_duplicate = False
+        trials = store.trials()
+        # config + seed -> the trial that trained it, so an identical proposal is not trained twice
+        # (interrupted trials, put back to WAITING, are to re-run: they are no duplicates of themselves)
+        self._trained = {
+            _identity(t.config, t.seed or 0): t.number for t in trials if t.trained and t.status != "waiting"
+        }
+        self._waiting = sum(t.status == "waiting" for t in trials)
+        self._spent_seconds = sum(t.seconds or 0.0 for t in trials)
+
+    # -- what to run next ------------------------------------------------------------------------
+
+    def next_run(self) -> Run | None:
+        if self.plan.deadline is not None and time.time() >= self.plan.deadline:
+            return None
+        if self._pending_baselines:
+            label = next(iter(self._pending_baselines))
+            config = self._pending_baselines.pop(label)
+            return self._baseline_run(label, config)
+        if self._spent_budget():
+            return None
+        if self.plan.grid_seeds is not None and not self._waiting:
+            return None
+        explore = False
+        for _ in range(MAX_CONSECUTIVE_INFEASIBLE):
+            run = self._propose(explore)
+            if run is not None:
+                return run
+            # Samplers converging on a small categorical space keep proposing what was trained;
+            # after a duplicate, the next proposal is drawn at random from the space instead.
+            explore = self.plan.grid_seeds is None and self._last_was_duplicate
+        self.stop_reason = (
+            f"the sampler proposed {MAX_CONSECUTIVE_INFEASIBLE} configs in a row that were over budget, "
+            "could not be built, or were trained already: the space's feasible configs may be exhausted; "
+            "widen it, or narrow it toward what fits the budget"
+        )
+        return None
+
+    # -- what runs report ------------------------------------------------------------------------
+
+    def on_epoch(self, run: Run, history: History) -> None:
+        # Every epoch goes to the history attribute, not to Optuna's intermediate values: Optuna's
+        # multi-objective TPE raises on PRUNED trials that carry them.
+        run.handle.writer.record_history(history)
+        self.on_change()
+
+    def on_finish(self, run: Run, outcome: Outcome) -> None:
+        trial: _Trial = run.handle
+        writer = trial.writer
+        self._spent_seconds += outcome.seconds
+        if outcome.traceback:
+            writer.record_traceback(outcome.traceback)
+        writer.record_history(outcome.history)
+        epochs = len(outcome.history)
+        if outcome.kind == "failed":
+            writer.finish("failed", seconds=outcome.seconds, error=outcome.error)
+        elif trial.baseline is None and run.key in self.halving.stopped:
+            writer.finish("pruned", seconds=outcome.seconds)
+        elif outcome.kind == "finished" and epochs >= self.plan.recipe.epochs:
+            accuracy = outcome.history[-1]["val_accuracy"]
+            values = [
+                accuracy if name == "accuracy" else getattr(trial.costs, name)
+                for name in self.plan.objectives
+            ]
+            writer.finish("complete", values=values, seconds=outcome.seconds)
+        else:
+            error = f"stopped after {epochs} of {self.plan.recipe.epochs} epochs"
+            writer.finish("failed", seconds=outcome.seconds, error=error)
+        self.on_change()
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _spent_budget(self) -> bool:
+        # Configs that never trained (over budget, invalid) cost milliseconds: they do not count.
+        # Interrupted trials wait to re-run: they count once they run again.
+        if self.plan.trials is not None and len(self._trained) >= self.plan.trials:
+            return True
+        if self.plan.gpu_seconds is not None:
+            return self._spent_seconds * self.plan.gpus_per_trial >= self.plan.gpu_seconds
+        return False
+
+    def _run(self, writer: TrialWriter, model: ModelConfig, costs: Costs, seed: int, baseline=None) -> Run:
+        return Run(
+            key=f"{'baseline:' + baseline if baseline else writer.number}",
+            model=model,
+            recipe=self.plan.recipe.model_copy(update={"seed": seed}),
+            cost_point=None
+            if baseline
+            else [float(getattr(costs, name)) for name in self.plan.objectives[1:]],
+            handle=_Trial(writer, costs, baseline),
+        )
+
+    def _baseline_run(self, label: str, config: ModelConfig) -> Run:
+        costs = MetaBuild(config).costs()
+        writer = self.store.ask_baseline()
+        writer.propose(config.model_dump(mode="json"), self.plan.recipe.seed, baseline=label)
+        writer.set_costs(costs)
+        return self._run(writer, config, costs, self.plan.recipe.seed, baseline=label)
+
+    def _propose(self, explore: bool) -> Run | None:
+        """Ask Optuna for one config (``explore``: a random one, enqueued); None when it cannot
+        train (over budget, no network can be built from it, trained already), which is told
+        to Optuna at once."""
+        self._last_was_duplicate = False
+        if explore:
+            _, params = self.plan.space.sample(lambda dimension: dimension.random(self._rng))
+            self.store.enqueue(params, explored=True)
+        writer = self.store.ask()
+        if writer.resumed:
+            self._waiting -= 1
+        seed = self.plan.recipe.seed
+        if self.plan.grid_seeds is not None:
+            seed = writer.trial.suggest_categorical("seed", self.plan.grid_seeds)
+        config, _ = self.plan.space.sample(suggest_through(writer.trial))
+        writer.propose(config, seed)
+        try:
+            model = parse_model_config(config, self.plan.space.source)
+            build = MetaBuild(model)
+            costs = build.costs(macs=self.plan.budget.counts_macs)
+        except ModelConfigError as error:
+            unbuildable = {"buildable": 1.0, **dict.fromkeys(self.plan.budget.limits, 0.0)}
+            self._infeasible(writer, unbuildable, None, f"invalid config: {error}")
+            return None
+        constraints = {"buildable": 0.0, **self.plan.budget.constraints(costs)}
+        writer.set_costs(costs)
+        if not self.plan.budget.feasible(costs):
+            self._infeasible(writer, constraints, costs, f"over budget: {self.plan.budget.describe(costs)}")
+            return None
+        writer.constrain(constraints)
+        if costs.macs is None:  # it will train: worth the MAC count for the record
+            costs = build.costs()
+            writer.set_costs(costs)
+        identity = _identity(config, seed)
+        if identity in self._trained:
+            original = self.store.trial(self._trained[identity])
+            values = original.objectives(self.plan.objectives)
+            writer.duplicate(original, None if values is None else list(values.values()))
+            self._last_was_duplicate = True
+            self.on_change()
+            return None
+        writer.mark_trained()
+        self._trained[identity] = writer.number
+        self.on_change()
+        return self._run(writer, model, costs, seed)
+
+    def _infeasible(
+        self, writer: TrialWriter, constraints: dict[str, float], costs: Costs | None, reason: str
+    ):
+        """Store a config that will not train (accuracy 0 and its costs, constraint values > 0)."""
+        writer.constrain(constraints)
+        values = [
+            0.0 if name == "accuracy" or costs is None else getattr(costs, name)
+            for name in self.plan.objectives
+        ]
+        writer.finish("infeasible", values=values, error=reason)
+        self.on_change()
+
+
+def _identity(config: dict[str, Any] | None, seed: int) -> str:
+    return json.dumps([config, seed], sort_keys=True)
