@@ -29,6 +29,7 @@ KW_MOBILENET_4X = {**KW, "cell_num_ratio": 4, "sharing_range": ["layer"]}  # kw4
 KW_CONVNEXT_1X = {**KW, "cell_num_ratio": 1, "sharing_range": "layer_pwconv", "norm_layer": "layer"}
 KW_DEIT = {**KW, "sharing_range": ["layer", "fc"]}
 
+
 def test_channel_rounding_follows_the_reference():
     assert [make_divisible(c * 0.5) for c in (32, 16, 24, 32, 64, 96, 160, 320)] == [
         16, 8, 16, 16, 32, 48, 80, 160
