@@ -12,8 +12,10 @@ from kwsearch.nn import (
     KW_DEFAULT_SCHEDULE,
     SOFTMAX_DEFAULT_SCHEDULE,
     ConvFactory,
+    ConvSpecError,
     TemperatureControlled,
     TemperatureSchedule,
+    parse_spec,
     set_temperature,
 )
 
@@ -50,16 +52,67 @@ def test_fractional_duration_scales_with_training_length():
 
 
 def test_evaluated_per_iteration_within_an_epoch():
-    schedule = KW_DEFAULT_SCHEDULE
+    schedule = TemperatureSchedule(start=1, end=0, epochs=20)
     values = [schedule.value(3 + i / 10, total_epochs=100) for i in range(11)]
     assert all(a > b for a, b in itertools.pairwise(values)), "changes within an epoch"
 
 
-def test_published_defaults():
-    assert (KW_DEFAULT_SCHEDULE.start, KW_DEFAULT_SCHEDULE.end, KW_DEFAULT_SCHEDULE.epochs) == (1.0, 0.0, 20)
+@pytest.mark.parametrize("shape", ["linear", "cosine", "step", "exponential"])
+def test_a_fraction_anneals_a_proxy_and_its_replay_alike(shape):
+    schedule = TemperatureSchedule(shape=shape, start=1.0, end=0.01, fraction=0.3)
+    progress = [i / 40 for i in range(41)]
+    proxy = [schedule.value(p * 3, total_epochs=3) for p in progress]
+    replay = [schedule.value(p * 30, total_epochs=30) for p in progress]
+    assert proxy == pytest.approx(replay, rel=1e-12)
+    # an absolute duration does not: 2 epochs are most of a 3-epoch proxy, a sliver of the replay
+    absolute = TemperatureSchedule(shape=shape, start=1.0, end=0.01, epochs=2)
+    assert absolute.value(0.5 * 3, 3) != pytest.approx(absolute.value(0.5 * 30, 30))
+
+
+def test_published_defaults_are_fractions_of_the_published_runs():
+    # KernelWarehouse: 1 -> 0 over 20 of 300 epochs (OSVAI/KernelWarehouse main.py defaults)
+    assert (KW_DEFAULT_SCHEDULE.start, KW_DEFAULT_SCHEDULE.end) == (1.0, 0.0)
+    assert KW_DEFAULT_SCHEDULE.duration(300) == pytest.approx(20)
+    assert KW_DEFAULT_SCHEDULE.value(10, 300) == pytest.approx(0.5)
+    # DY-CNN / ODConv: 30 -> 1 over 10 of 100 epochs (ODConv's ResNet recipe)
     assert SOFTMAX_DEFAULT_SCHEDULE.value(0, 100) == 30.0
     assert SOFTMAX_DEFAULT_SCHEDULE.value(5, 100) == pytest.approx(15.5)
-    assert SOFTMAX_DEFAULT_SCHEDULE.value(10, 100) == 1.0
+    assert SOFTMAX_DEFAULT_SCHEDULE.value(10, 100) == pytest.approx(1.0)
+    # a 3-epoch proxy anneals over its first fifteenth too, and ends at the schedule's end
+    assert KW_DEFAULT_SCHEDULE.value(0.1, 3) == pytest.approx(0.5)
+    assert KW_DEFAULT_SCHEDULE.final_value(3) == 0.0
+
+
+def test_final_value_and_whether_a_run_finishes_the_schedule():
+    absolute = TemperatureSchedule(start=1.0, end=0.0, epochs=20)
+    assert not absolute.finishes_within(3)
+    assert absolute.final_value(3) == pytest.approx(0.85)  # the quickstart's 3 epochs
+    assert absolute.finishes_within(20) and absolute.final_value(20) == 0.0
+    assert absolute.finishes_within(30) and absolute.final_value(30) == 0.0
+    relative = TemperatureSchedule(start=30.0, end=1.0, fraction=1.0)
+    assert all(relative.finishes_within(e) and relative.final_value(e) == 1.0 for e in (1, 3, 300))
+
+
+@pytest.mark.parametrize(
+    ("family", "given", "expected"),
+    [
+        # a duration alone keeps the family's start and end (ODConv's 30 -> 1, not the class's 1 -> 0)
+        ("odconv", {"epochs": 5}, {"start": 30.0, "end": 1.0, "epochs": 5.0, "fraction": None}),
+        ("dyconv", {"shape": "cosine"}, {"shape": "cosine", "start": 30.0, "fraction": 0.1}),
+        ("kw", {"start": 0.5}, {"start": 0.5, "end": 0.0, "fraction": 20 / 300}),
+        ("kw", {"fraction": 0.5}, {"start": 1.0, "fraction": 0.5, "epochs": None}),
+    ],
+)
+def test_a_partial_schedule_is_completed_from_the_family_default(family, given, expected):
+    schedule = parse_spec({"family": family, "temperature": given})[1].temperature
+    assert {key: getattr(schedule, key) for key in expected} == expected
+
+
+def test_softmax_families_refuse_a_temperature_that_reaches_zero():
+    with pytest.raises(ConvSpecError, match=r"conv\.temperature: .*must be > 0"):
+        parse_spec({"family": "odconv", "temperature": {"start": 1, "end": 0, "epochs": 5}})
+    with pytest.raises(ConvSpecError, match=r"conv\.temperature"):
+        parse_spec({"family": "dyconv", "temperature": {"end": 0}})
 
 
 @pytest.mark.parametrize(

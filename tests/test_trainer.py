@@ -97,21 +97,44 @@ def test_finished_run_is_not_repeated(tmp_path):
     assert again.resumed_from_epoch == 1 and again.epochs == 1
 
 
-def test_temperature_follows_the_schedule_every_iteration():
-    schedule = {"shape": "linear", "start": 1.0, "end": 0.0, "epochs": 2}
+def _temperatures_per_step(config, recipe_):
+    """(step, temperature the step trained with) for every optimizer step of a run."""
     seen = []
 
     def record(model, step):
         layer = next(m for m in model.modules() if isinstance(m, TemperatureControlled))
         seen.append((step, float(layer.temperature)))
 
-    result = train(model_config(temperature=schedule), recipe(epochs=3), step_hooks=[record])
-    steps_per_epoch = len(seen) // 3
-    # the temperature in force during step s (1-based) was set from (s - 1) / steps_per_epoch
-    for step, value in seen:
-        assert value == pytest.approx(max(1.0 - (step - 1) / steps_per_epoch / 2, 0.0), abs=1e-6)
+    result = train(config, recipe_, step_hooks=[record])
     assert [step for step, _ in seen] == list(range(1, len(seen) + 1))
+    return seen, result
+
+
+def test_temperature_is_set_as_the_references_set_it():
+    """The references (KernelWarehouse's engine.py, ODConv's main.py) set the temperature before
+    iteration i of epoch e from the count of steps once it is done, e * steps_per_epoch + i + 1:
+    linear from start to end over temp_epoch epochs, held at end afterwards."""
+    seen, result = _temperatures_per_step(
+        model_config(temperature={"shape": "linear", "start": 1.0, "end": 0.0, "epochs": 2}), recipe(epochs=3)
+    )
+    steps_per_epoch = len(seen) // 3
+    annealing_steps = 2 * steps_per_epoch
+    for step, value in seen:  # step: 1-based, the count after the step
+        assert value == pytest.approx(max(0.0, (annealing_steps - step) / annealing_steps), abs=1e-6)
+    assert seen[0][1] < 1.0  # the first step already anneals
+    assert seen[annealing_steps - 1][1] == 0.0  # the schedule's last step trains at its end
+    assert result.history[0]["temperature"] == pytest.approx(0.5)  # the value of the epoch's last step
     assert result.history[-1]["temperature"] == 0.0
+
+
+def test_a_fractional_schedule_anneals_a_short_and_a_long_run_alike():
+    config = model_config(temperature={"start": 1.0, "end": 0.0, "fraction": 0.5})
+    short, _ = _temperatures_per_step(config, recipe(epochs=1))
+    long, _ = _temperatures_per_step(config, recipe(epochs=2))
+    assert len(long) == 2 * len(short)
+    # step s of the short run and step 2s of the long one are at the same point of training
+    assert [value for _, value in short] == pytest.approx([value for _, value in long[1::2]], abs=1e-6)
+    assert short[len(short) // 2 - 1][1] == 0.0 and short[len(short) // 2 - 2][1] > 0.0
 
 
 def test_a_diverging_run_stops_with_a_reason():

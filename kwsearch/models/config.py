@@ -22,8 +22,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from torch import nn
 
-from kwsearch.models.registry import backbone_names, get_backbone
-from kwsearch.nn import ConvSpecError, parse_spec
+from kwsearch.models.registry import backbone_names, conv_defaults, get_backbone
+from kwsearch.nn import ConvSpecError, TemperatureSchedule, parse_spec
 from kwsearch.validation import describe
 from kwsearch.yaml_file import YamlFileError, read_yaml
 
@@ -64,6 +64,16 @@ class ModelConfig(BaseModel):
     def _valid_conv(cls, spec: dict[str, Any]) -> dict[str, Any]:
         parse_spec(spec)  # raises ConvSpecError naming conv.<key>
         return spec
+
+    def conv_options(self) -> BaseModel:
+        """The conv family's options as the backbone builds them: the spec's own values, else
+        the backbone's published defaults (ConvNeXt's LayerNorm attention, MobileNetV2's
+        temperature schedules), else the family's."""
+        return parse_spec(self.conv, conv_defaults(self.backbone))[1]
+
+    def temperature_schedule(self) -> TemperatureSchedule | None:
+        """The attention temperature schedule the model trains with; None for families without one."""
+        return getattr(self.conv_options(), "temperature", None)
 
 
 def _where(source: str | Path | None) -> str:

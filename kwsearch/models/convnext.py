@@ -9,8 +9,8 @@ preset shares ``["layer", "pwconv"]``: per stage one warehouse for the depthwise
 both MLP convs and one for the downsampling conv. Every conv has a bias, as in ConvNeXt.
 
 With KernelWarehouse the stem and the downsampling convs are KW layers too, as in the reference,
-whose attentions all use LayerNorm: give the spec ``norm_layer: "layer"`` to reproduce it (the
-reference uses LayerNorm attention for every layer of this model). The per-layer families (DY-CNN,
+whose attentions all use LayerNorm: so does every KW layer here unless the spec sets ``norm_layer``
+(:data:`CONV_DEFAULTS`). The per-layer families (DY-CNN,
 ODConv; no reference ConvNeXt) keep the stem static, as their references keep the first layer
 and patch embeddings static, and make every other conv dynamic. The classifier is static.
 
@@ -32,6 +32,10 @@ from kwsearch.models.config import ModelConfigError
 from kwsearch.models.layers import DropPath, scaled, static_modules
 from kwsearch.models.registry import register_backbone
 from kwsearch.nn import ConvFactory
+
+# kw_convnext.py builds its warehouse manager with norm_layer=nn.LayerNorm: every attention of the
+# reference ConvNeXt normalises with LayerNorm, where the family's default (its ResNet) uses BatchNorm.
+CONV_DEFAULTS = {"kw": {"norm_layer": "layer"}}
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -97,7 +101,7 @@ class ConvNeXt(nn.Module):
     ) -> None:
         super().__init__()
         kernel_sizes = _stage_kernel_sizes(kernel_size, len(depths))
-        factory = ConvFactory(conv)
+        factory = ConvFactory(conv, CONV_DEFAULTS)
         self.temperature_schedule = factory.temperature
         dims = [scaled(d, width) for d in dims]
         # Registered first, as in the reference, so that KW cells are allocated in its order.
@@ -165,7 +169,7 @@ def _stage_kernel_sizes(kernel_size: int | Sequence[int], stages: int) -> list[i
 
 
 def _variant(name: str, depths: tuple[int, ...], dims: tuple[int, ...]) -> None:
-    @register_backbone(name)
+    @register_backbone(name, CONV_DEFAULTS)
     def build(conv: Mapping[str, Any], **kwargs) -> ConvNeXt:
         return ConvNeXt(depths, dims, conv, **kwargs)
 

@@ -12,7 +12,8 @@ index of the new stage starts at 0.
 Which layers are dynamic follows the references: with KernelWarehouse every conv is a KW layer,
 stem included (``kw_mobilenetv2.py``); the per-layer families keep the stem static and make every
 other conv dynamic (ODConv's ``od_mobilenetv2.py``; DY-CNN makes all but the first layer dynamic).
-The classifier is static.
+The classifier is static. The attention temperature anneals over the published MobileNetV2
+fractions (:data:`CONV_DEFAULTS`), which differ from the families' ResNet ones.
 
 ``kw1d2x_mobilenetv2_100`` / ``_050`` reproduce the reference's separate 1/2x model
 (``kw1d2x_mobilenetv2.py``): the pointwise convs of blocks named in warehouse stages 1-5 are static,
@@ -31,7 +32,7 @@ from torch import nn
 
 from kwsearch.models.layers import DropPath, nearest_multiple, static_modules
 from kwsearch.models.registry import register_backbone
-from kwsearch.nn import ConvFactory
+from kwsearch.nn import KW_DEFAULT_SCHEDULE, SOFTMAX_DEFAULT_SCHEDULE, ConvFactory
 
 # (expansion t, channels c, blocks n, first stride s) per row, and the warehouse stage of each row.
 INVERTED_RESIDUAL_SETTING = (
@@ -44,6 +45,17 @@ INVERTED_RESIDUAL_SETTING = (
     (6, 320, 1, 1),
 )
 WAREHOUSE_STAGES = (1, 2, 3, 4, 5, 6, 6)
+
+# The published MobileNetV2 recipes run 150 epochs, of which KernelWarehouse anneals its temperature
+# over 15 (configs/mobilenetv2_*/kw*.json: "epochs": 150, "temp_epoch": 15) and ODConv over 10
+# (README: --epochs 150; main.py: --temp_epoch 10); DY-CNN takes ODConv's recipe here.
+KW_TEMPERATURE = KW_DEFAULT_SCHEDULE.model_copy(update={"fraction": 15 / 150})
+SOFTMAX_TEMPERATURE = SOFTMAX_DEFAULT_SCHEDULE.model_copy(update={"fraction": 10 / 150})
+CONV_DEFAULTS = {
+    "kw": {"temperature": KW_TEMPERATURE},
+    "odconv": {"temperature": SOFTMAX_TEMPERATURE},
+    "dyconv": {"temperature": SOFTMAX_TEMPERATURE},
+}
 
 # The options the reference's kw1d2x model hard-codes (10 warehouses, in order of first use:
 # stem, the depthwise convs of stages 1-5, then stage 6's pwconv0, dwconv0, pwconv1, classifier).
@@ -131,7 +143,7 @@ class MobileNetV2(nn.Module):
         dynamic_classifier: bool = False,
     ) -> None:
         super().__init__()
-        factory = ConvFactory(conv)
+        factory = ConvFactory(conv, CONV_DEFAULTS)
         self.temperature_schedule = factory.temperature
         kw = factory.shares_across_layers
         channels = make_divisible(32 * width)
@@ -199,7 +211,7 @@ class MobileNetV2(nn.Module):
 
 
 def _variant(name: str, width_mult: float, **structure) -> None:
-    @register_backbone(name)
+    @register_backbone(name, CONV_DEFAULTS)
     def build(conv: Mapping[str, Any], width: float = 1.0, **kwargs) -> MobileNetV2:
         return MobileNetV2(conv, width=width_mult * width, **{**structure, **kwargs})
 

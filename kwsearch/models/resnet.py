@@ -5,7 +5,9 @@ exactly as in the paper's code. The reference's *warehouse handover* is kept: th
 each stage draws its first conv (and the stride-2 shortcut) from the previous stage's warehouse;
 ``handover: false`` (a backbone argument) keeps every conv in its own stage's warehouses.
 The stem and the classifier stay static; shortcuts are dynamic only for KernelWarehouse and only
-with stride 2, as in the references (ODConv's keeps every shortcut static).
+with stride 2, as in the references (ODConv's keeps every shortcut static). The first 1x1 conv of
+ResNet-50's first block is static for KernelWarehouse only (its reference's handover leaves it
+without a warehouse); every other block conv is dynamic for every family.
 The ``*_cifar`` variants use a 3x3 stride-1 stem without max-pool for 32x32 and 28x28 inputs.
 """
 
@@ -54,9 +56,14 @@ class Bottleneck(nn.Module):
     def __init__(self, factory, inplanes, planes, stride, downsample, stage, layer, handover, drop_path):
         super().__init__()
         conv1_stage = stage - 1 if handover else stage
-        # The reference leaves this conv static in the very first block (no previous stage).
+        # The KernelWarehouse reference leaves this conv static in the very first block, whose
+        # handover has no previous stage's warehouse to draw from; ODConv's makes it dynamic.
         self.conv1 = factory.conv(
-            inplanes, planes, 1, name=f"stage{conv1_stage}_layer{layer}_conv0", dynamic=conv1_stage >= 0
+            inplanes,
+            planes,
+            1,
+            name=f"stage{conv1_stage}_layer{layer}_conv0",
+            dynamic=conv1_stage >= 0 or not factory.shares_across_layers,
         )
         self.bn1 = nn.BatchNorm2d(planes)
         layer = 0 if handover else layer

@@ -17,14 +17,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kwsearch.models.convnext import ConvNeXt
+from kwsearch.models.convnext import CONV_DEFAULTS, ConvNeXt
 from kwsearch.models.registry import register_backbone
 
 REFERENCE_WIDTH_FACTOR = 1.3
 
 
 def _variant(name: str, depths: tuple[int, ...], dims: tuple[int, ...], kernels: tuple[int, ...]) -> None:
-    @register_backbone(name)
+    @register_backbone(name, CONV_DEFAULTS)
     def build(
         conv: Mapping[str, Any],
         kernel_size: int | Sequence[int] = kernels,

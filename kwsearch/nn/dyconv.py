@@ -19,9 +19,9 @@ from torch.nn import functional as F
 
 from kwsearch.nn.cost import PathCost
 from kwsearch.nn.factory import register_family
-from kwsearch.nn.kernel_bank import KernelBankBuilder, KernelBankConv2d
+from kwsearch.nn.kernel_bank import KernelBankBuilder, KernelBankConv2d, SoftmaxTemperature
 from kwsearch.nn.per_sample import grouped_conv, is_pointwise, pointwise_bmm
-from kwsearch.nn.temperature import SOFTMAX_DEFAULT_SCHEDULE, TemperatureSchedule
+from kwsearch.nn.temperature import SOFTMAX_DEFAULT_SCHEDULE
 
 PATHS = ("assemble", "bank")
 
@@ -37,7 +37,7 @@ class DyConvOptions(BaseModel):
 
     kernel_num: int = Field(default=4, ge=1)
     reduction: float = Field(default=0.25, gt=0, le=1)
-    temperature: TemperatureSchedule = SOFTMAX_DEFAULT_SCHEDULE
+    temperature: SoftmaxTemperature = SOFTMAX_DEFAULT_SCHEDULE
 
 
 def dyconv_costs(

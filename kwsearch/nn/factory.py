@@ -138,24 +138,34 @@ def family_names() -> list[str]:
     return sorted(_FAMILIES)
 
 
-def parse_spec(spec: Mapping[str, Any]) -> tuple[Family, BaseModel]:
-    """Validate ``spec``; return its family and options. Raises ConvSpecError naming the key."""
+# Per family, the options a backbone's reference uses where they differ from the family's own
+# defaults, e.g. ``{"kw": {"norm_layer": "layer"}}`` for ConvNeXt.
+BackboneDefaults = Mapping[str, Mapping[str, Any]]
+
+
+def parse_spec(spec: Mapping[str, Any], defaults: BackboneDefaults | None = None) -> tuple[Family, BaseModel]:
+    """Validate ``spec``; return its family and options. Raises ConvSpecError naming the key.
+
+    Options the spec leaves out take the backbone's ``defaults`` for its family, then the
+    family's own; a ``temperature`` given in part is completed from the backbone's schedule."""
     spec = dict(spec)
     name = spec.pop("family", None)
     if name not in _FAMILIES:
         raise ConvSpecError(f"conv.family: {name!r} is not one of {', '.join(family_names())}")
     family = _FAMILIES[name]
+    published = dict((defaults or {}).get(name, {}))
     try:
-        return family, family.options.model_validate(spec)
+        return family, family.options.model_validate({**published, **spec}, context=published)
     except ValidationError as error:
         raise ConvSpecError(describe(error, prefix="conv.")) from None
 
 
 class ConvFactory:
-    """Makes the conv and linear layers of one model from one spec."""
+    """Makes the conv and linear layers of one model from one spec; ``defaults`` are the backbone's
+    published options per family (see :func:`parse_spec`)."""
 
-    def __init__(self, spec: Mapping[str, Any]) -> None:
-        self.family, self.options = parse_spec(spec)
+    def __init__(self, spec: Mapping[str, Any], defaults: BackboneDefaults | None = None) -> None:
+        self.family, self.options = parse_spec(spec, defaults)
         self._builder = self.family.builder(self.options)
         self._finalized = False
 

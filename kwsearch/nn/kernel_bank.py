@@ -7,16 +7,34 @@ families add their attention, their bias and the paths themselves.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import torch
+from pydantic import AfterValidator
 from torch import nn
 from torch.nn.modules.utils import _pair
 
 from kwsearch.nn.cost import PathCost, cheapest
 from kwsearch.nn.factory import ConvSpecError, LayerBuilder, LayerShape
 from kwsearch.nn.per_sample import output_size
-from kwsearch.nn.temperature import TemperatureControlled
+from kwsearch.nn.temperature import (
+    SOFTMAX_DEFAULT_SCHEDULE,
+    TemperatureControlled,
+    TemperatureSchedule,
+    completed_from,
+)
+
+
+def _positive(schedule: TemperatureSchedule) -> TemperatureSchedule:
+    if min(schedule.start, schedule.end) <= 0:
+        raise ValueError("the attention divides its logits by the temperature: 'start' and 'end' must be > 0")
+    return schedule
+
+
+# The ``temperature`` option of DY-CNN and ODConv: a partial schedule completed from the published one.
+SoftmaxTemperature = Annotated[
+    TemperatureSchedule, completed_from(SOFTMAX_DEFAULT_SCHEDULE), AfterValidator(_positive)
+]
 
 
 class KernelBankConv2d(TemperatureControlled):

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +38,12 @@ from kwsearch.nn.cost import PathCost, cheapest
 from kwsearch.nn.factory import ConvSpecError, LayerBuilder, LayerShape, register_family
 from kwsearch.nn.kw_attention import KWAttention
 from kwsearch.nn.per_sample import grouped_conv, is_pointwise, output_size, pointwise_bmm
-from kwsearch.nn.temperature import KW_DEFAULT_SCHEDULE, TemperatureControlled, TemperatureSchedule
+from kwsearch.nn.temperature import (
+    KW_DEFAULT_SCHEDULE,
+    TemperatureControlled,
+    TemperatureSchedule,
+    completed_from,
+)
 from kwsearch.nn.warehouse import (
     ReservedLayer,
     WarehousePlan,
@@ -69,7 +74,7 @@ class KWOptions(BaseModel):
     nonlocal_basis_ratio: Ratio = 1.0
     spatial_partition: bool | list[bool] = True
     norm_layer: Literal["batch", "layer"] = "batch"
-    temperature: TemperatureSchedule = KW_DEFAULT_SCHEDULE
+    temperature: Annotated[TemperatureSchedule, completed_from(KW_DEFAULT_SCHEDULE)] = KW_DEFAULT_SCHEDULE
 
 
 class KWConvNd(TemperatureControlled):

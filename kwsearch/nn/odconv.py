@@ -27,9 +27,9 @@ from torch.nn import functional as F
 
 from kwsearch.nn.cost import PathCost
 from kwsearch.nn.factory import register_family
-from kwsearch.nn.kernel_bank import KernelBankBuilder, KernelBankConv2d
+from kwsearch.nn.kernel_bank import KernelBankBuilder, KernelBankConv2d, SoftmaxTemperature
 from kwsearch.nn.per_sample import grouped_conv, is_pointwise, output_size, pointwise_bmm
-from kwsearch.nn.temperature import SOFTMAX_DEFAULT_SCHEDULE, TemperatureSchedule
+from kwsearch.nn.temperature import SOFTMAX_DEFAULT_SCHEDULE
 
 PATHS = ("assemble", "bank", "static_kernel")
 
@@ -45,7 +45,7 @@ class ODConvOptions(BaseModel):
 
     kernel_num: int = Field(default=4, ge=1)
     reduction: float = Field(default=0.0625, gt=0, le=1)
-    temperature: TemperatureSchedule = SOFTMAX_DEFAULT_SCHEDULE
+    temperature: SoftmaxTemperature = SOFTMAX_DEFAULT_SCHEDULE
 
 
 class Attentions(NamedTuple):

@@ -20,7 +20,6 @@ from kwsearch.data import (
     train_val_split,
 )
 from kwsearch.models import ModelConfig, ModelConfigError, build_model
-from kwsearch.nn import parse_spec
 from kwsearch.train.recipe import Recipe
 from kwsearch.train.trainer import StepHook, TrainResult, fit
 from kwsearch.validation import describe
@@ -116,7 +115,6 @@ def train_model(
         test = eval_loader(dataset, recipe.eval_batch_size, split="test", channels_last=channels_last)
     torch.manual_seed(recipe.seed)
     model = build_model(config)
-    temperature = getattr(parse_spec(config.conv)[1], "temperature", None)
     run_info = {
         "model": config.model_dump(mode="json"),
         "data": data,
@@ -128,7 +126,7 @@ def train_model(
         val,
         recipe,
         device,
-        temperature=temperature,
+        temperature=config.temperature_schedule(),
         test=test,
         checkpoint_dir=checkpoint_dir,
         run_info=run_info,

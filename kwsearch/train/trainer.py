@@ -176,7 +176,10 @@ def fit(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 if temperature is not None:
-                    set_temperature(model, temperature.value(step / steps_per_epoch, recipe.epochs))
+                    # As the references set it: from the step count after this step (their
+                    # get_temperature(iteration + 1, ...)), so the first step already anneals and the
+                    # last step of the schedule trains at its end value.
+                    set_temperature(model, temperature.value((step + 1) / steps_per_epoch, recipe.epochs))
                 with _autocast(device, recipe):
                     logits = network(x).float()
                 loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
@@ -214,6 +217,7 @@ def fit(
                 "val_loss": val_loss,
                 "val_accuracy": val_accuracy,
                 "lr": lr,
+                # the value the epoch's last step trained with
                 "temperature": temperature.value(step / steps_per_epoch, recipe.epochs)
                 if temperature
                 else None,
