@@ -195,7 +195,7 @@ def test_factory_builds_dyconv_with_options():
     assert layer.weight.shape == (2, 16, 8, 3, 3)
     assert layer.padding == (1, 1) and layer.bias is None
     assert layer.temperature.item() == SOFTMAX_DEFAULT_SCHEDULE.start
-    assert factory.temperature == SOFTMAX_DEFAULT_SCHEDULE
+    assert factory.options.temperature == SOFTMAX_DEFAULT_SCHEDULE
     assert factory.conv(8, 16, 1, bias=True).bias.shape == (2, 16)
     assert factory.conv(8, 16, 3, dynamic=False).__class__ is torch.nn.Conv2d
 

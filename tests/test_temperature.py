@@ -163,4 +163,4 @@ def test_initial_temperature_is_the_schedule_start():
     )
     layer = factory.conv(4, 4, 3)
     assert float(layer.temperature) == pytest.approx(0.7)
-    assert factory.temperature.shape == "cosine"
+    assert factory.options.temperature.shape == "cosine"

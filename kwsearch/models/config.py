@@ -19,11 +19,19 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from torch import nn
 
 from kwsearch.models.registry import backbone_names, conv_defaults, get_backbone
-from kwsearch.nn import ConvSpecError, TemperatureSchedule, parse_spec
+from kwsearch.nn import ConvSpecError, ParsedSpec, TemperatureSchedule, parse_spec
 from kwsearch.validation import describe
 from kwsearch.yaml_file import YamlFileError, read_yaml
 
@@ -59,17 +67,26 @@ class ModelConfig(BaseModel):
             raise ValueError("both sides must be >= 1")
         return size
 
+    # the conv spec parsed with the backbone's defaults, once per config (the config is frozen)
+    _conv_spec: ParsedSpec | None = PrivateAttr(default=None)
+
     @field_validator("conv")
     @classmethod
-    def _valid_conv(cls, spec: dict[str, Any]) -> dict[str, Any]:
-        parse_spec(spec)  # raises ConvSpecError naming conv.<key>
+    def _valid_conv(cls, spec: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        backbone = info.data.get("backbone")  # absent when the backbone itself is invalid
+        parse_spec(spec, conv_defaults(backbone) if backbone else None)  # ConvSpecError names conv.<key>
         return spec
 
-    def conv_options(self) -> BaseModel:
-        """The conv family's options as the backbone builds them: the spec's own values, else
-        the backbone's published defaults (ConvNeXt's LayerNorm attention, MobileNetV2's
+    def conv_spec(self) -> ParsedSpec:
+        """The conv family and its options as the backbone builds them: the spec's own values,
+        else the backbone's published defaults (ConvNeXt's LayerNorm attention, MobileNetV2's
         temperature schedules), else the family's."""
-        return parse_spec(self.conv, conv_defaults(self.backbone))[1]
+        if self._conv_spec is None:
+            self._conv_spec = parse_spec(self.conv, conv_defaults(self.backbone))
+        return self._conv_spec
+
+    def conv_options(self) -> BaseModel:
+        return self.conv_spec().options
 
     def temperature_schedule(self) -> TemperatureSchedule | None:
         """The attention temperature schedule the model trains with; None for families without one."""
@@ -113,7 +130,7 @@ def build_model(config: ModelConfig, source: str | Path | None = None) -> nn.Mod
     account without memory). Raises ModelConfigError for options no network can satisfy."""
     try:
         return get_backbone(config.backbone)(
-            config.conv,
+            config.conv_spec(),
             num_classes=config.num_classes,
             in_chans=config.in_chans,
             width=config.width,

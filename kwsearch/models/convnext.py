@@ -102,7 +102,6 @@ class ConvNeXt(nn.Module):
         super().__init__()
         kernel_sizes = _stage_kernel_sizes(kernel_size, len(depths))
         factory = ConvFactory(conv, CONV_DEFAULTS)
-        self.temperature_schedule = factory.temperature
         dims = [scaled(d, width) for d in dims]
         # Registered first, as in the reference, so that KW cells are allocated in its order.
         self.downsample_layers = nn.ModuleList(

@@ -112,7 +112,6 @@ class VisionTransformer(nn.Module):
         if not 1 <= stages <= depth:
             raise ValueError(f"stages={stages} must be between 1 and depth={depth}")
         factory = ConvFactory(conv)
-        self.temperature_schedule = factory.temperature
         dim = scaled(embed_dim, width, divisor=8 * heads)
         self.img_size, self.patch_size = img_size, patch_size
         self.patch_embed = nn.Conv2d(in_chans, dim, patch_size, patch_size)

@@ -144,7 +144,6 @@ class MobileNetV2(nn.Module):
     ) -> None:
         super().__init__()
         factory = ConvFactory(conv, CONV_DEFAULTS)
-        self.temperature_schedule = factory.temperature
         kw = factory.shares_across_layers
         channels = make_divisible(32 * width)
         self.last_channel = make_divisible(1280 * max(1.0, width))

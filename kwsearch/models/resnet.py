@@ -100,7 +100,6 @@ class ResNet(nn.Module):
         super().__init__()
         factory = ConvFactory(conv)
         self.handover = handover
-        self.temperature_schedule = factory.temperature
         self.inplanes = scaled(64, width)
         if cifar_stem:
             self.conv1 = nn.Conv2d(in_chans, self.inplanes, 3, 1, 1, bias=False)

@@ -5,7 +5,15 @@ Importing this package registers every family with the conv factory.
 
 from kwsearch.nn import static  # noqa: F401  (registers the family)
 from kwsearch.nn.dyconv import DyConv2d, DyConvOptions
-from kwsearch.nn.factory import ConvFactory, ConvSpecError, LayerShape, conv_shape, family_names, parse_spec
+from kwsearch.nn.factory import (
+    ConvFactory,
+    ConvSpecError,
+    LayerShape,
+    ParsedSpec,
+    conv_shape,
+    family_names,
+    parse_spec,
+)
 from kwsearch.nn.kernel_warehouse import (
     KWConv1d,
     KWConv2d,
@@ -44,6 +52,7 @@ __all__ = [
     "LayerShape",
     "ODConv2d",
     "ODConvOptions",
+    "ParsedSpec",
     "SLaKConv2d",
     "SLaKOptions",
     "SparseTraining",

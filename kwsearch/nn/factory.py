@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ValidationError
 from torch import nn
 
-from kwsearch.nn.temperature import TemperatureSchedule
 from kwsearch.validation import describe
 
 IntOrTuple = int | Sequence[int]
@@ -143,7 +142,14 @@ def family_names() -> list[str]:
 BackboneDefaults = Mapping[str, Mapping[str, Any]]
 
 
-def parse_spec(spec: Mapping[str, Any], defaults: BackboneDefaults | None = None) -> tuple[Family, BaseModel]:
+class ParsedSpec(NamedTuple):
+    """A validated conv spec: its family and the family's options."""
+
+    family: Family
+    options: BaseModel
+
+
+def parse_spec(spec: Mapping[str, Any], defaults: BackboneDefaults | None = None) -> ParsedSpec:
     """Validate ``spec``; return its family and options. Raises ConvSpecError naming the key.
 
     Options the spec leaves out take the backbone's ``defaults`` for its family, then the
@@ -155,17 +161,20 @@ def parse_spec(spec: Mapping[str, Any], defaults: BackboneDefaults | None = None
     family = _FAMILIES[name]
     published = dict((defaults or {}).get(name, {}))
     try:
-        return family, family.options.model_validate({**published, **spec}, context=published)
+        return ParsedSpec(family, family.options.model_validate({**published, **spec}, context=published))
     except ValidationError as error:
         raise ConvSpecError(describe(error, prefix="conv.")) from None
 
 
 class ConvFactory:
     """Makes the conv and linear layers of one model from one spec; ``defaults`` are the backbone's
-    published options per family (see :func:`parse_spec`)."""
+    published options per family (see :func:`parse_spec`). A spec parsed already (with them) is
+    taken as it is."""
 
-    def __init__(self, spec: Mapping[str, Any], defaults: BackboneDefaults | None = None) -> None:
-        self.family, self.options = parse_spec(spec, defaults)
+    def __init__(
+        self, spec: Mapping[str, Any] | ParsedSpec, defaults: BackboneDefaults | None = None
+    ) -> None:
+        self.family, self.options = spec if isinstance(spec, ParsedSpec) else parse_spec(spec, defaults)
         self._builder = self.family.builder(self.options)
         self._finalized = False
 
@@ -179,11 +188,6 @@ class ConvFactory:
     def builds_linear(self) -> bool:
         """False for families that make 2-d convolutions only (their linear layers must stay static)."""
         return self.family.builds_linear
-
-    @property
-    def temperature(self) -> TemperatureSchedule | None:
-        """The family's temperature schedule, or None for families without one."""
-        return getattr(self.options, "temperature", None)
 
     def conv(
         self,
