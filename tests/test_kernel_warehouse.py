@@ -14,12 +14,19 @@ from kwsearch.nn import (
     ConvSpecError,
     KWConvNd,
     KWLinear,
-    kw_parameter_count,
     set_temperature,
     warehouse_managers,
 )
 from kwsearch.nn.cost import cheapest
-from kwsearch.nn.warehouse import cells_assigned, fuse_warehouse_name, initial_assignment
+from kwsearch.nn.warehouse import (
+    LayerMixtures,
+    ReservedLayer,
+    WarehousePlan,
+    attention_hidden,
+    cells_assigned,
+    fuse_warehouse_name,
+    initial_assignment,
+)
 from tests.helpers import assert_rel_close, per_sample_conv, randomize_
 
 
@@ -162,6 +169,43 @@ def test_plan_of_a_shared_warehouse_matches_hand_computation():
     assert [m.count for m in first.mixtures] == [9 * 2 * 2, 9 * 2 * 4, 1 * 4 * 4]
     assert first.num_cells == (36 + 72 + 16) // 2
     assert second.cell_shape == (24, 16, 1, 1) and second.num_cells == 9 * 2 * 2 // 2
+
+
+def layer_parameter_count(
+    layer: ReservedLayer, mixtures: LayerMixtures, plan: WarehousePlan, norm_layer: str
+) -> int:
+    """Parameters a KernelWarehouse layer owns itself: its attention and its bias."""
+    settings = plan.settings
+    hidden = attention_hidden(layer.in_channels, settings.reduction)
+    count = layer.in_channels * hidden + 2 * hidden  # fc1 weight, norm affine
+    if norm_layer != "batch":
+        count += hidden  # fc1 keeps its bias when not followed by BatchNorm
+    per_mixture = plan.num_cells + 1
+    m = mixtures.count
+    if settings.nonlocal_basis_ratio >= 1.0:
+        count += hidden * per_mixture * m + per_mixture * m  # fc2 weight and bias
+    else:
+        local = int(settings.cell_num_ratio * m)
+        nonlocal_cells = plan.num_cells - local
+        basis = max(int(nonlocal_cells * settings.nonlocal_basis_ratio), 16)
+        count += hidden * (local + basis + 1) * m + basis * nonlocal_cells + per_mixture * m
+    if layer.bias:
+        count += layer.out_channels
+    return count
+
+
+def kw_parameter_count(plans: list[WarehousePlan], norm_layer: str = "batch") -> int:
+    """All parameters the KernelWarehouse layers of a model add (warehouses, attentions, biases),
+    counted from the plans by the published formulas: what every instantiated count is checked
+    against."""
+    return sum(
+        plan.num_parameters
+        + sum(
+            layer_parameter_count(layer, m, plan, norm_layer)
+            for layer, m in zip(plan.layers, plan.mixtures, strict=True)
+        )
+        for plan in plans
+    )
 
 
 def test_parameter_count_of_one_layer_is_hand_computed():

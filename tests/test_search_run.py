@@ -285,3 +285,38 @@ def test_a_study_in_postgresql_runs_and_resumes(tmp_path, postgres_url):
     assert second.complete == 3
     after = {t.number: t.values for t in trained(stored.get_trials())}
     assert len(after) == 3 and all(after[n] == values for n, values in before.items())
+
+
+def test_bad_backbone_arguments_of_every_backbone_are_infeasible_or_refused(tmp_path):
+    """Through `kwsearch search`: an argument only building can reject (a patch that does not
+    divide the image, an even or miscounted kernel) is stored infeasible naming it, and the study
+    completes; an argument of the wrong type is refused before anything runs."""
+    from typer.testing import CliRunner
+
+    from kwsearch.cli import app
+
+    tiny = {"backbone": "resnet18_cifar", "width": 0.0625}
+    models = {
+        "baseline": tiny,  # the lowest choice: what the static baseline is built from
+        "deit": {"backbone": "deit_tiny", "width": 0.25, "backbone_args": {"img_size": 12, "patch_size": 5}},
+        "convnext": {"backbone": "convnext_nano", "backbone_args": {"kernel_size": 4}},
+        "slak": {"backbone": "slak_nano", "backbone_args": {"kernel_size": [7, 5, 5]}},
+        "mobilenet": {"backbone": "mobilenetv2_050", "backbone_args": {"static_pointwise_below": -1}},
+    }
+    space = {"model": {"merge": models}}
+    study = tiny_study("badargs", space, sampler={"name": "grid"})
+    path = tmp_path / "badargs.yaml"
+    path.write_text(yaml.safe_dump(study))
+    result = CliRunner().invoke(app, ["search", str(path), "--runs-dir", str(tmp_path / "runs"), "--json"])
+    assert result.exit_code == 0, result.output
+    trials = {t.params["model"]: t for t in stored_trials(tmp_path / "runs" / "badargs", "badargs")}
+    assert status_of(trials["baseline"]) == "complete"
+    for label, argument in (("deit", "patch_size"), ("convnext", "kernel_size"), ("slak", "kernel_size")):
+        assert status_of(trials[label]) == "infeasible", label
+        assert f"backbone_args.{argument}" in trials[label].user_attrs["error"], trials[label].user_attrs
+    for backbone, args in (("resnet18_cifar", {"handover": "maybe"}), ("deit_tiny", {"patch_size": "two"})):
+        wrong = tiny_study("wrongtype", {"backbone": backbone, "backbone_args": args})
+        path.write_text(yaml.safe_dump(wrong))
+        result = CliRunner().invoke(app, ["search", str(path), "--runs-dir", str(tmp_path / "runs")])
+        assert result.exit_code == 2 and f"backbone_args.{next(iter(args))}" in result.output, result.output
+        assert not (tmp_path / "runs" / "wrongtype" / "study.db").exists()

@@ -15,7 +15,7 @@ the file (when there is one) and the key.
 
 from __future__ import annotations
 
-import inspect
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,12 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
 )
 from torch import nn
 
-from kwsearch.models.registry import backbone_names, conv_defaults, get_backbone
+from kwsearch.models.registry import backbone_arguments, backbone_names, conv_defaults, get_backbone
 from kwsearch.nn import ConvSpecError, ParsedSpec, TemperatureSchedule, parse_spec
 from kwsearch.validation import describe
 from kwsearch.yaml_file import YamlFileError, read_yaml
@@ -106,14 +107,37 @@ def parse_model_config(data: Any, source: str | Path | None = None) -> ModelConf
     except ValidationError as error:
         # conv errors already carry their full key ("conv.cell_num_ratio: ..."), kept whole
         raise ModelConfigError(_where(source) + describe(error)) from None
-    accepted = inspect.signature(get_backbone(config.backbone)).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
     for key in config.backbone_args:
-        if key in ModelConfig.model_fields or (not takes_any and key not in accepted):
+        if key in ModelConfig.model_fields:
             raise ModelConfigError(
-                f"{_where(source)}backbone_args.{key}: not an argument of {config.backbone}"
+                f"{_where(source)}backbone_args.{key}: set it as the model config's {key}, not here"
             )
+    arguments = _arguments_model(config.backbone)
+    if arguments is not None:
+        try:
+            arguments.model_validate(config.backbone_args)
+        except ValidationError as error:
+            problems = [
+                f"backbone_args.{'.'.join(map(str, e['loc']))}: "
+                + (f"not an argument of {config.backbone}" if e["type"] == "extra_forbidden" else e["msg"])
+                for e in error.errors()
+            ]
+            raise ModelConfigError(_where(source) + "; ".join(problems)) from None
     return config
+
+
+@functools.cache
+def _arguments_model(backbone: str) -> type[BaseModel] | None:
+    """A model of the backbone's arguments, to check ``backbone_args`` by their types before any
+    network is built (strictly: ``handover: maybe`` or ``patch_size: two`` are refused)."""
+    arguments = backbone_arguments(backbone)
+    if arguments is None:
+        return None
+    return create_model(
+        f"{backbone}_args",
+        __config__=ConfigDict(extra="forbid", strict=True, arbitrary_types_allowed=True),
+        **{key: (kind, default) for key, (kind, default) in arguments.items()},
+    )
 
 
 def load_model_config(path: str | Path) -> ModelConfig:

@@ -168,7 +168,7 @@ def _stage_kernel_sizes(kernel_size: int | Sequence[int], stages: int) -> list[i
 
 
 def _variant(name: str, depths: tuple[int, ...], dims: tuple[int, ...]) -> None:
-    @register_backbone(name, CONV_DEFAULTS)
+    @register_backbone(name, CONV_DEFAULTS, kwargs_to=ConvNeXt)
     def build(conv: Mapping[str, Any], **kwargs) -> ConvNeXt:
         return ConvNeXt(depths, dims, conv, **kwargs)
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kwsearch.models.config import ModelConfigError
 from kwsearch.models.layers import DropPath, scaled, static_modules
 from kwsearch.models.registry import register_backbone
 from kwsearch.nn import ConvFactory
@@ -107,10 +108,10 @@ class VisionTransformer(nn.Module):
         stages: int = 1,
     ) -> None:
         super().__init__()
-        if img_size % patch_size:
-            raise ValueError(f"patch_size={patch_size} must divide img_size={img_size}")
+        if patch_size < 1 or img_size % patch_size:
+            raise ModelConfigError(f"backbone_args.patch_size: {patch_size} must divide img_size={img_size}")
         if not 1 <= stages <= depth:
-            raise ValueError(f"stages={stages} must be between 1 and depth={depth}")
+            raise ModelConfigError(f"backbone_args.stages: {stages} must be between 1 and depth={depth}")
         factory = ConvFactory(conv)
         dim = scaled(embed_dim, width, divisor=8 * heads)
         self.img_size, self.patch_size = img_size, patch_size
@@ -148,7 +149,7 @@ class VisionTransformer(nn.Module):
         return self.head(self.dropout(x[:, 0]))
 
 
-@register_backbone("deit_tiny")
+@register_backbone("deit_tiny", kwargs_to=VisionTransformer)
 def deit_tiny(conv: Mapping[str, Any], **kwargs) -> VisionTransformer:
     """deit_tiny: ViT with embed 192, depth 12, 3 heads, MLP ratio 4 (patch 16 at 224 by default)."""
     return VisionTransformer(conv, **{"embed_dim": 192, "depth": 12, "heads": 3, "mlp_ratio": 4.0, **kwargs})

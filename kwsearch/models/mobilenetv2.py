@@ -210,7 +210,7 @@ class MobileNetV2(nn.Module):
 
 
 def _variant(name: str, width_mult: float, **structure) -> None:
-    @register_backbone(name, CONV_DEFAULTS)
+    @register_backbone(name, CONV_DEFAULTS, kwargs_to=MobileNetV2)
     def build(conv: Mapping[str, Any], width: float = 1.0, **kwargs) -> MobileNetV2:
         return MobileNetV2(conv, width=width_mult * width, **{**structure, **kwargs})
 

@@ -24,7 +24,7 @@ REFERENCE_WIDTH_FACTOR = 1.3
 
 
 def _variant(name: str, depths: tuple[int, ...], dims: tuple[int, ...], kernels: tuple[int, ...]) -> None:
-    @register_backbone(name, CONV_DEFAULTS)
+    @register_backbone(name, CONV_DEFAULTS, kwargs_to=ConvNeXt)
     def build(
         conv: Mapping[str, Any],
         kernel_size: int | Sequence[int] = kernels,

@@ -34,7 +34,7 @@ from kwsearch.nn.temperature import (
     TemperatureSchedule,
     set_temperature,
 )
-from kwsearch.nn.warehouse import WarehousePlan, WarehousePlanError, kw_parameter_count, plan_warehouses
+from kwsearch.nn.warehouse import WarehousePlan, WarehousePlanError, plan_warehouses
 
 __all__ = [
     "KW_DEFAULT_SCHEDULE",
@@ -63,7 +63,6 @@ __all__ = [
     "WarehousePlanError",
     "conv_shape",
     "family_names",
-    "kw_parameter_count",
     "parse_spec",
     "plan_warehouses",
     "set_temperature",

@@ -14,8 +14,7 @@ share one warehouse. Per warehouse the planner then derives, as the reference do
   (``int(cell_num_ratio)`` cells apart), or, for ``cell_num_ratio < 1``, one mixture in every
   ``1 / cell_num_ratio`` points at a cell and the others at the zero cell.
 
-Everything here is exact integer arithmetic, so parameter counts are known before any weight
-exists (the search's budget check relies on it).
+Everything here is exact integer arithmetic: a warehouse's size is known before any weight exists.
 """
 
 from __future__ import annotations
@@ -231,38 +230,3 @@ def plan_warehouses(
 def attention_hidden(in_channels: int, reduction: float) -> int:
     """Width of a layer's attention trunk (at least 16, as in the reference)."""
     return max(int(in_channels * reduction), 16)
-
-
-def layer_parameter_count(
-    layer: ReservedLayer, mixtures: LayerMixtures, plan: WarehousePlan, norm_layer: str
-) -> int:
-    """Parameters a KernelWarehouse layer owns itself: its attention and its bias."""
-    settings = plan.settings
-    hidden = attention_hidden(layer.in_channels, settings.reduction)
-    count = layer.in_channels * hidden + 2 * hidden  # fc1 weight, norm affine
-    if norm_layer != "batch":
-        count += hidden  # fc1 keeps its bias when not followed by BatchNorm
-    per_mixture = plan.num_cells + 1
-    m = mixtures.count
-    if settings.nonlocal_basis_ratio >= 1.0:
-        count += hidden * per_mixture * m + per_mixture * m  # fc2 weight and bias
-    else:
-        local = int(settings.cell_num_ratio * m)
-        nonlocal_cells = plan.num_cells - local
-        basis = max(int(nonlocal_cells * settings.nonlocal_basis_ratio), 16)
-        count += hidden * (local + basis + 1) * m + basis * nonlocal_cells + per_mixture * m
-    if layer.bias:
-        count += layer.out_channels
-    return count
-
-
-def kw_parameter_count(plans: Sequence[WarehousePlan], norm_layer: str = "batch") -> int:
-    """All parameters the KernelWarehouse layers of a model add: warehouses, attentions, biases."""
-    return sum(
-        plan.num_parameters
-        + sum(
-            layer_parameter_count(layer, m, plan, norm_layer)
-            for layer, m in zip(plan.layers, plan.mixtures, strict=True)
-        )
-        for plan in plans
-    )

@@ -125,6 +125,10 @@ class StudyStore:
         """The next search trial: a waiting one (enqueued, or a dead driver's) or the sampler's."""
         return TrialWriter(self.search, self.search.ask())
 
+    def has_waiting(self) -> bool:
+        """Whether :meth:`ask` will return a waiting trial rather than the sampler's."""
+        return bool(self.search.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
     def enqueue(self, params: dict[str, Any], *, explored: bool = False) -> None:
         """Make ``params`` the next trial :meth:`ask` returns (``explored``: drawn at random)."""
         self.search.enqueue_trial(params, user_attrs={_EXPLORED: True} if explored else None)

@@ -38,11 +38,6 @@ class TrialWriter:
     def number(self) -> int:
         return self.trial.number
 
-    @property
-    def resumed(self) -> bool:
-        """A trial a dead driver left running, back to train again: it keeps what it was given."""
-        return keys.CONFIG in self.trial.user_attrs
-
     def propose(self, config: dict[str, Any], seed: int, *, baseline: str | None = None) -> None:
         self.trial.set_user_attr(keys.CONFIG, config)
         self.trial.set_user_attr(keys.SEED, seed)

@@ -96,7 +96,6 @@ class SearchPolicy:
         self._trained = {
             _identity(t.config, t.seed or 0): t.number for t in trials if t.trained and t.status != "waiting"
         }
-        self._waiting = sum(t.status == "waiting" for t in trials)
         self._spent_seconds = sum(t.seconds or 0.0 for t in trials)
 
     # -- what to run next ------------------------------------------------------------------------
@@ -110,10 +109,10 @@ class SearchPolicy:
             return self._baseline_run(label, config)
         if self._spent_budget():
             return None
-        if self.plan.grid_seeds is not None and not self._waiting:
-            return None
         explore = False
         for _ in range(MAX_CONSECUTIVE_INFEASIBLE):
+            if self.plan.grid_seeds is not None and not self.store.has_waiting():
+                return None  # every combination was proposed (an infeasible one never trains)
             run = self._propose(explore)
             if run is not None:
                 return run
@@ -197,8 +196,6 @@ class SearchPolicy:
             _, params = self.plan.space.sample(lambda dimension: dimension.random(self._rng))
             self.store.enqueue(params, explored=True)
         writer = self.store.ask()
-        if writer.resumed:
-            self._waiting -= 1
         seed = self.plan.recipe.seed
         if self.plan.grid_seeds is not None:
             seed = writer.trial.suggest_categorical("seed", self.plan.grid_seeds)

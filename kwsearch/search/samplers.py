@@ -1,11 +1,20 @@
 """The Optuna sampler a study names, seeded. TPE, NSGA-II and GP read the constraint values the
-searcher sets on each trial (``Trial.set_constraint``) and learn which configs are infeasible."""
+search policy sets on each trial (``Trial.set_constraint``) and learn which configs are infeasible."""
 
 from __future__ import annotations
 
-import optuna
+from typing import Any, Literal
 
-from kwsearch.search.study import SamplerSettings
+import optuna
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SamplerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Literal["tpe", "nsga2", "gp", "random", "grid"] = "tpe"
+    seed: int = 0
+    seeds: list[int] = Field(default_factory=lambda: [0])  # grid: train every combination once per seed
+    options: dict[str, Any] = Field(default_factory=dict)  # passed to the Optuna sampler
 
 
 class SamplerError(ValueError):

@@ -10,7 +10,6 @@ large one; on a front, the small model survives.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
@@ -58,10 +57,6 @@ class ParetoSuccessiveHalving:
             return True
         self.stopped.add(key)
         return False
-
-    def seed(self, points: Iterable[tuple[str, int, tuple[float, ...]]]) -> None:
-        for key, epoch, point in points:
-            self.record(key, epoch, point)
 
 
 class ParetoScheduler(FIFOScheduler):

@@ -229,10 +229,6 @@ class Space:
         """Every dimension of every branch, by name."""
         return dict(self._dimensions)
 
-    @property
-    def is_fixed(self) -> bool:
-        return not self._dimensions
-
     def sample(self, suggest: Suggest) -> tuple[dict[str, Any], dict[str, Any]]:
         """(model config, raw parameter values by dimension name), asking ``suggest`` for every
         dimension on the active branch only."""

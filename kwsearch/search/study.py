@@ -19,6 +19,7 @@ from kwsearch.data import dataset_names
 from kwsearch.models import ModelConfigError, backbone_names, parse_model_config
 from kwsearch.models.presets import kw_preset
 from kwsearch.nn import family_names
+from kwsearch.search.samplers import SamplerError, SamplerSettings, make_sampler
 from kwsearch.search.space import Dimension, Space, SpaceError
 from kwsearch.train import Recipe
 from kwsearch.validation import describe
@@ -96,14 +97,6 @@ class Budget(BaseModel):
     def limits(self) -> dict[str, Limit]:
         """The constrained quantities (params, effective_params, macs) and their limits."""
         return {k: v for k in ("params", "effective_params", "macs") if (v := getattr(self, k)) is not None}
-
-
-class SamplerSettings(BaseModel):
-    model_config = _strict()
-    name: Literal["tpe", "nsga2", "gp", "random", "grid"] = "tpe"
-    seed: int = 0
-    seeds: list[int] = Field(default_factory=lambda: [0])  # grid: train every combination once per seed
-    options: dict[str, Any] = Field(default_factory=dict)  # passed to the Optuna sampler
 
 
 class EarlyStopping(BaseModel):
@@ -272,8 +265,6 @@ def parse_study(data: Any, source: Path | None = None, name: str | None = None) 
             space.grid()
         except SpaceError as error:
             raise StudyError(f"{where}: sampler: grid: {error}") from None
-    from kwsearch.search.samplers import SamplerError, make_sampler  # samplers imports this module
-
     try:
         make_sampler(settings.sampler)
     except SamplerError as error:
