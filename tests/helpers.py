@@ -107,7 +107,7 @@ def tiny_study(name: str, space: dict | None = None, **settings) -> dict:
         "proxy": TINY_PROXY,
         "early_stopping": False,
         "resources": {"cpu": 1, "max_concurrent": 2, "threads": 1},
-        "references": [],
+        "baselines": [],
     }
     study.update(settings)
     return study

@@ -1,4 +1,4 @@
-"""The report of a real tiny study (run_search on generated data: references, pruned and
+"""The report of a real tiny study (run_search on generated data: baselines, pruned and
 infeasible trials), the `kwsearch report` command, and the page in headless Chromium."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ STUDY = {
     "budget": {"trials": 5, "params": "8x"},  # kw at width 0.125 with 2x cells is over budget
     "sampler": {"name": "random", "seed": 1},
     "resources": {"cpu": 1, "max_concurrent": 2, "threads": 1},
-    "references": ["static", "kw_1x"],
+    "baselines": ["static", "kw_1x"],
 }
 
 
@@ -53,14 +53,14 @@ def tiny(tmp_path_factory):
     return path, folder / "runs"
 
 
-def test_the_report_of_a_real_study_shows_its_front_references_and_budget(tiny, tmp_path):
+def test_the_report_of_a_real_study_shows_its_front_baselines_and_budget(tiny, tmp_path):
     path, runs = tiny
     data = load(default_storage(runs / "tiny"), "tiny", target=str(path))
     files = write_report(data, tmp_path / "tiny.html")
     page = files.html.read_text()
     search = data.search
     assert data.front and set(data.front) <= set(search.loc[search["status"] == "complete", "number"])
-    assert set(data.references["label"]) == {"static", "kw_1x"}
+    assert set(data.baselines["label"]) == {"static", "kw_1x"}
     for heading in ("Accuracy against cost", "Hypervolume", "Which settings matter", "Top configurations"):
         assert heading in page
     assert "budget " in page and "Pareto front" in page

@@ -132,7 +132,7 @@ def test_a_thousand_trial_report_is_one_file_under_10_mb_with_its_data_beside_it
     rest = page.replace(get_plotlyjs(), "")
     assert "src=" not in rest and "<link" not in rest
     table = pd.read_csv(files.csv)
-    assert (table["kind"] == "search").sum() == 1000 and (table["kind"] == "reference").sum() == 2
+    assert (table["kind"] == "search").sum() == 1000 and (table["kind"] == "baseline").sum() == 2
     assert len(pd.read_parquet(files.parquet)) == 1002
     assert set(pd.read_csv(files.history_csv)["number"]) <= set(table["number"])
 
@@ -141,7 +141,7 @@ def test_a_thousand_trial_report_is_one_file_under_10_mb_with_its_data_beside_it
 
 
 def hostile_report(tmp_path: Path) -> tuple[str, Path]:
-    """A study named like a script, whose choice label, errors and reference labels carry markup."""
+    """A study named like a script, whose choice label, errors and baseline labels carry markup."""
     statuses = {"complete": 0.6, "failed": 0.2, "infeasible": 0.2}
     return report(tmp_path, name=SCRIPT, trials=40, label=HOSTILE, statuses=statuses, seed=1)
 

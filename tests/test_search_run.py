@@ -81,7 +81,7 @@ def test_each_sampler_finishes_a_tiny_search_with_the_trials_asked(tmp_path, sam
 
 def test_grid_trains_every_combination_once_per_seed_and_resumes_to_nothing(tmp_path):
     space = {"conv": {"family": {"choice": ["static", "kw"]}, "kw": {"cell_num_ratio": {"choice": [1, 2]}}}}
-    study = tiny_study("grid", space, sampler={"name": "grid", "seeds": [0, 1]}, references=["static"])
+    study = tiny_study("grid", space, sampler={"name": "grid", "seeds": [0, 1]}, baselines=["static"])
     summary, trials, run_dir = search(tmp_path, study)
     combinations = Counter(
         (t.params["conv.family"], t.params.get("conv.kw.cell_num_ratio"), t.user_attrs["seed"])
@@ -96,12 +96,12 @@ def test_grid_trains_every_combination_once_per_seed_and_resumes_to_nothing(tmp_
         t["config"]["recipe"].seed for t in ray_trials(run_dir).values() if t["config"]["cost_point"]
     )
     assert seeds == {0: 3, 1: 3}
-    assert set(summary.references) == {"static"}
+    assert set(summary.baselines) == {"static"}
 
     again, trials_after, _ = search(tmp_path, study)
     assert len(trials_after) == len(trials)
     assert again.complete == 6
-    assert len(ray_trials(run_dir)) == 7  # six trials and the reference, none trained again
+    assert len(ray_trials(run_dir)) == 7  # six trials and the baseline, none trained again
 
 
 def test_over_budget_configs_never_reach_the_trainer(tmp_path):

@@ -24,7 +24,7 @@ STUDY = {
     "proxy": {"epochs": 2, "batch_size": 64, "val_size": 64, "augment": False},
     "budget": {"trials": 2, "params": "4x"},
     "sampler": {"name": "tpe"},
-    "references": ["static"],
+    "baselines": ["static"],
 }
 
 
@@ -68,7 +68,7 @@ CASES = {
         "objectives: start with accuracy",
     ),
     "zero proxy epochs": (with_("proxy.epochs", 0), "proxy.epochs"),
-    "unknown reference preset": (with_("references", ["static", "kw_3x"]), "references: .*kw_3x"),
+    "unknown baseline preset": (with_("baselines", ["static", "kw_3x"]), "baselines: .*kw_3x"),
     "grid over a continuous float": (
         grid_over_a_continuous_float,
         "sampler: grid: .*conv.kw.cell_num_ratio: a grid needs",

@@ -1,11 +1,12 @@
-"""Every shipped study validates, its budget can be met, and its references build: `kwsearch
+"""Every shipped study validates, its budget can be met, and its baselines build: `kwsearch
 search studies/X.yaml` never fails on the file itself."""
 
 from pathlib import Path
 
 import pytest
+import yaml
 
-from kwsearch.search import load_study
+from kwsearch.search import load_study, parse_study
 from kwsearch.search.runner import check_feasible, resolve_budget, static_baseline_config
 
 STUDIES = sorted((Path(__file__).parent.parent / "studies").glob("*.yaml"))
@@ -32,6 +33,13 @@ def test_shipped_study_can_run(path):
 def test_quickstart_searches_kernelwarehouse_against_the_static_baseline():
     study = load_study(Path(__file__).parent.parent / "studies" / "quickstart.yaml")
     assert study.settings.data.name == "fashion-mnist"
-    assert "static" in study.reference_configs()
+    assert "static" in study.baseline_configs()
     config, _ = study.space.sample(lambda dimension: dimension.lowest())
     assert config["conv"]["family"] == "kw"
+
+
+def test_a_study_of_the_first_release_may_call_its_baselines_references():
+    path = Path(__file__).parent.parent / "studies" / "quickstart.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["references"] = data.pop("baselines")
+    assert parse_study(data, path).baseline_configs() == load_study(path).baseline_configs()

@@ -8,7 +8,7 @@ finds it), so its warehouses are model parameters, counted once.
 Layers are allocated in the order ``model.modules()`` yields them, as the reference does, so a
 published model's cells start where the paper's start.
 
-Each layer's kernel is a per-sample mixture of warehouse cells. Three exact execution paths
+Each layer's kernel is a per-sample mixture of warehouse cells. Four exact execution paths
 compute the output; the cheapest for the input at hand is chosen from FLOP and element counts
 (:mod:`kwsearch.nn.cost`):
 

@@ -41,7 +41,7 @@ def default_output(name: str, folder: Path = Path("reports")) -> Path:
 
 def write_report(data: StudyData, out: Path) -> ReportFiles:
     """Write the page to ``out`` and, beside it, ``<stem>.csv`` and ``<stem>.parquet`` (one row
-    per trial and reference) and ``<stem>.history.csv`` (one row per trial and epoch)."""
+    per trial and baseline) and ``<stem>.history.csv`` (one row per trial and epoch)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     files = ReportFiles(
         html=out,

@@ -41,7 +41,7 @@ class StudyData:
     name: str
     storage: str
     record: StudyRecord
-    trials: pd.DataFrame  # one row per search trial (and one per baseline, kind == "reference")
+    trials: pd.DataFrame  # one row per search trial (and one per baseline, kind == "baseline")
     history: pd.DataFrame  # one row per (trial, epoch) of trials that trained
     replays: pd.DataFrame  # one row per complete full-recipe replay (may be empty)
     agreement: ProxyAgreement  # proxy against full accuracy of the replayed trials
@@ -66,8 +66,8 @@ class StudyData:
         return self.trials[self.trials["kind"] == "search"]
 
     @property
-    def references(self) -> pd.DataFrame:
-        return self.trials[(self.trials["kind"] == "reference") & (self.trials["status"] == "complete")]
+    def baselines(self) -> pd.DataFrame:
+        return self.trials[(self.trials["kind"] == "baseline") & (self.trials["status"] == "complete")]
 
     @property
     def complete(self) -> pd.DataFrame:
@@ -103,7 +103,7 @@ def load(storage: Storage, name: str, target: str | None = None) -> StudyData:
     objectives = record.objectives
     trials, baselines, replays = store.trials(), store.baselines(), store.replays()
     rows = [_row(t, "search", target or name) for t in trials]
-    rows += [_row(t, "reference", target or name) for t in baselines]
+    rows += [_row(t, "baseline", target or name) for t in baselines]
     table = pd.DataFrame(rows, columns=_columns(rows))
     front = sorted(t.number for t in front_of(trials, objectives))
     if len(table):
@@ -111,7 +111,7 @@ def load(storage: Storage, name: str, target: str | None = None) -> StudyData:
     history = pd.DataFrame(
         [
             {"kind": kind, "number": t.number, "label": t.baseline, **epoch}
-            for kind, group in (("search", trials), ("reference", baselines))
+            for kind, group in (("search", trials), ("baseline", baselines))
             for t in group
             for epoch in t.history
         ]

@@ -43,7 +43,7 @@ def hover_text(row: dict[str, Any], objectives: list[str]) -> str:
     """A trial's hover box: number and status, metrics, its full config, the replay command."""
     head = f"<b>trial {row['number']}</b> ({escape(str(row['status']))})"
     if row.get("label"):
-        head = f"<b>reference {escape(str(row['label']))}</b>"
+        head = f"<b>baseline {escape(str(row['label']))}</b>"
     lines = [head]
     for name in ("accuracy", "params", "effective_params", "macs", "seconds"):
         value = row.get(name)
@@ -63,7 +63,7 @@ def hover_text(row: dict[str, Any], objectives: list[str]) -> str:
 
 
 def accuracy_vs_cost(data: StudyData, cost: str) -> go.Figure:
-    """Every trial as a point (accuracy against ``cost``), the front as a step line, references
+    """Every trial as a point (accuracy against ``cost``), the front as a step line, baselines
     as stars, the budget as a vertical line, and a linear/log switch for the x axis."""
     objectives = data.objectives
     search = data.search.copy()
@@ -101,15 +101,15 @@ def accuracy_vs_cost(data: StudyData, cost: str) -> go.Figure:
                 hoverinfo="skip",
             )
         )
-    references = data.references
-    if len(references) and references[cost].notna().any():
-        records = references.to_dict("records")
+    baselines = data.baselines
+    if len(baselines) and baselines[cost].notna().any():
+        records = baselines.to_dict("records")
         fig.add_trace(
             go.Scatter(
-                x=references[cost].tolist(),
-                y=references["accuracy"].tolist(),
+                x=baselines[cost].tolist(),
+                y=baselines["accuracy"].tolist(),
                 mode="markers+text",
-                name="references",
+                name="baselines",
                 marker={"symbol": "star", "size": 14, "color": "rgb(44,160,44)", "line": {"width": 1}},
                 text=[escape(str(r["label"])) for r in records],
                 textposition="top center",
@@ -123,10 +123,10 @@ def accuracy_vs_cost(data: StudyData, cost: str) -> go.Figure:
         fig.add_annotation(
             x=limit, y=1, yref="paper", text=f"budget {_format(cost, limit)}", showarrow=False, xanchor="left"
         )
-    # Open on the trials that trained, the references and the budget: far over-budget configs
+    # Open on the trials that trained, the baselines and the budget: far over-budget configs
     # would squeeze the front into a corner (double-click the plot, or "log x", to see them all).
     trained = search.loc[search["kind_of_point"] != "infeasible", cost].dropna().tolist()
-    shown = trained + references[cost].dropna().tolist() + ([limit] if limit else [])
+    shown = trained + baselines[cost].dropna().tolist() + ([limit] if limit else [])
     if trained and max(search[cost].dropna()) > 1.15 * max(shown):
         fig.update_xaxes(range=[0, 1.08 * max(shown)])
     fig.update_layout(

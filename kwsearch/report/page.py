@@ -157,7 +157,7 @@ def _fronts(data: StudyData) -> list[str]:
     parts.append(
         "<p class='muted'>Every trial is a point; the Pareto front is the step line; dominated trials are "
         "faded; pruned, failed and infeasible trials have their own markers (infeasible configs never "
-        "trained and sit at accuracy 0). Stars are the reference models; the dashed line is the "
+        "trained and sit at accuracy 0). Stars are the baselines; the dashed line is the "
         "budget. Hover a point for its config, metrics and replay command; the buttons switch the x "
         "axis between linear and log.</p>"
     )

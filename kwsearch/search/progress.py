@@ -62,7 +62,7 @@ class SearchProgress:
 
     def _announce_finished(self) -> None:
         objectives = self.objectives
-        for trials, kind in ((self.store.baselines(), "reference"), (self.store.trials(), "trial")):
+        for trials, kind in ((self.store.baselines(), "baseline"), (self.store.trials(), "trial")):
             for trial in trials:
                 key = (kind, trial.number)
                 if trial.status in ("running", "waiting", "duplicate") or key in self._announced:
@@ -101,6 +101,6 @@ class SearchProgress:
                 *(_format(n, values[n]) for n in objectives),
                 " ".join(f"{k}={v}" for k, v in trial.params.items()),
             )
-        for label, values in summary.references.items():
+        for label, values in summary.baselines.items():
             front.add_row(f"[dim]{label}[/]", *(f"[dim]{_format(n, values[n])}[/]" for n in objectives), "")
         return Group(counts, front)

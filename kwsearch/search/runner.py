@@ -95,13 +95,13 @@ def _fingerprint(study: Study) -> dict[str, Any]:
 
 def _reference_point(study: Study, budget: ResolvedBudget, baseline: Costs) -> list[float]:
     """Accuracy 0 and, per cost, 10% beyond the budget's limit (so a config at the limit still
-    adds volume); without a limit, 10% beyond the largest cost among the references and the
+    adds volume); without a limit, 10% beyond the largest cost among the baselines and the
     space's largest configs (every choice, numbers at their highest: probed, not all)."""
     objectives = study.settings.objectives[1:]
     unlimited = [name for name in objectives if name not in budget.limits]
     costs = [baseline]
     if unlimited:
-        for config in study.reference_configs().values():
+        for config in study.baseline_configs().values():
             costs.append(costs_of(parse_model_config(config)))
 
         def every_choice_highest_number(dimension: Dimension) -> list[Any]:
@@ -179,8 +179,8 @@ def seed_halving(halving: ParetoSuccessiveHalving, store: StudyStore, objectives
 def pending_baselines(study: Study, store: StudyStore) -> dict[str, ModelConfig]:
     done = {t.baseline for t in store.baselines() if t.status == "complete"}
     return {
-        label: parse_model_config(config, f"{study.where}: references.{label}")
-        for label, config in study.reference_configs().items()
+        label: parse_model_config(config, f"{study.where}: baselines.{label}")
+        for label, config in study.baseline_configs().items()
         if label not in done
     }
 

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from optuna.distributions import CategoricalDistribution
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from kwsearch.data import dataset_names
 from kwsearch.models import ModelConfigError, backbone_names, parse_model_config
@@ -124,8 +132,8 @@ class Resources(BaseModel):
         return self.threads or max(1, int(self.cpu))
 
 
-class Reference(BaseModel):
-    """A trial trained beside the search to read the front against: the static baseline, a
+class Baseline(BaseModel):
+    """A model trained beside the search to read the front against: the static baseline, a
     KernelWarehouse preset, or any model (overrides of the space's fixed values)."""
 
     model_config = _strict()
@@ -169,7 +177,11 @@ class StudySettings(BaseModel):
     resources: Resources = Field(default_factory=Resources)
     storage: str | None = None
     retries: int = Field(default=0, ge=0)
-    references: list[Reference] = Field(default_factory=lambda: [Reference(label="static")])
+    # `references` is the name of the first release (and of studies stored by it)
+    baselines: list[Baseline] = Field(
+        default_factory=lambda: [Baseline(label="static")],
+        validation_alias=AliasChoices("baselines", "references"),
+    )
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
 
     @field_validator("name")
@@ -194,9 +206,9 @@ class StudySettings(BaseModel):
     def _early_stopping(cls, value: Any) -> Any:
         return {"enabled": value} if isinstance(value, bool) else value
 
-    @field_validator("references", mode="before")
+    @field_validator("baselines", mode="before")
     @classmethod
-    def _references(cls, value: Any) -> Any:
+    def _baselines(cls, value: Any) -> Any:
         if isinstance(value, list):
             return [{"label": v} if isinstance(v, str) else v for v in value]
         return value
@@ -230,19 +242,19 @@ class Study:
     def where(self) -> str:
         return str(self.source) if self.source else "study"
 
-    def reference_configs(self) -> dict[str, dict[str, Any]]:
-        """Each reference's model config: the space's lowest values, the preset's conv spec (or
-        ``static``), and the reference's own overrides."""
+    def baseline_configs(self) -> dict[str, dict[str, Any]]:
+        """Each baseline's model config: the space's lowest values, the preset's conv spec (or
+        ``static``), and the baseline's own overrides."""
         base, _ = self.space.sample(Dimension.lowest)
         configs = {}
-        for reference in self.settings.references:
+        for baseline in self.settings.baselines:
             config = dict(base)
-            if reference.label == "static":
+            if baseline.label == "static":
                 config["conv"] = {"family": "static"}
-            elif reference.label.startswith("kw_"):
-                config["conv"] = kw_preset(config["backbone"], reference.label)
-            config.update(reference.model)
-            configs[reference.label] = config
+            elif baseline.label.startswith("kw_"):
+                config["conv"] = kw_preset(config["backbone"], baseline.label)
+            config.update(baseline.model)
+            configs[baseline.label] = config
         return configs
 
 
@@ -259,7 +271,7 @@ def parse_study(data: Any, source: Path | None = None, name: str | None = None) 
         settings = settings.model_copy(update={"name": name})
     space = _load_space(settings.space, source)
     study = Study(settings, space, source)
-    _check_space_and_references(study)
+    _check_space_and_baselines(study)
     if settings.sampler.name == "grid":
         try:
             space.grid()
@@ -322,8 +334,8 @@ def _cover(space: Space) -> list[dict[str, Any]]:
     return list(configs.values())
 
 
-def _check_space_and_references(study: Study) -> None:
-    """Every choice of the space (under every family) and every reference must be valid model
+def _check_space_and_baselines(study: Study) -> None:
+    """Every choice of the space (under every family) and every baseline must be valid model
     configs. (Numbers are checked at their lowest: combinations may still fail to build, and
     the search stores those as infeasible.)"""
     space = study.space
@@ -343,11 +355,11 @@ def _check_space_and_references(study: Study) -> None:
     except ModelConfigError as error:
         raise StudyError(str(error)) from None
     try:
-        references = study.reference_configs()
+        baselines = study.baseline_configs()
     except KeyError as error:
-        raise StudyError(f"{study.where}: references: {error.args[0]}") from None
-    for label, reference in references.items():
+        raise StudyError(f"{study.where}: baselines: {error.args[0]}") from None
+    for label, baseline in baselines.items():
         try:
-            parse_model_config(reference, f"{study.where}: references.{label}")
+            parse_model_config(baseline, f"{study.where}: baselines.{label}")
         except ModelConfigError as error:
             raise StudyError(str(error)) from None

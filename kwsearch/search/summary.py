@@ -24,7 +24,7 @@ class StudySummary:
     hypervolume: float
     reference_point: list[float]
     objectives: list[str]
-    references: dict[str, dict[str, float]] = field(default_factory=dict)  # the baselines' objectives
+    baselines: dict[str, dict[str, float]] = field(default_factory=dict)  # label -> objectives
     gpu_hours: float = 0.0
     trial_seconds: float = 0.0
     stop_reason: str | None = None  # set when the search stopped before its budget was spent
@@ -62,7 +62,7 @@ def summarize(store: StudyStore) -> StudySummary:
         hypervolume=normalized_hypervolume(points, record.reference_point) if record.reference_point else 0.0,
         reference_point=record.reference_point,
         objectives=objectives,
-        references=baselines,
+        baselines=baselines,
         gpu_hours=seconds * record.gpus_per_trial / 3600,
         trial_seconds=seconds,
     )
