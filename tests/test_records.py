@@ -202,24 +202,14 @@ def test_a_schema1_study_reports_and_replays_with_one_rank_agreement(schema1, tm
     replaying the old study's trials again trains nothing."""
     page = write_report(load(schema1, "v1study"), tmp_path / "old.html").html.read_text()
     then = json.loads((SCHEMA1 / "replay.json").read_text())["agreement"]
-    result = CliRunner().invoke(
-        app,
-        [
-            "replay",
-            "v1study",
-            "--trials",
-            "7,12,21",
-            "--seeds",
-            "0,1",
-            "--storage",
-            schema1,
-            "--json",
-            "--runs-dir",
-            str(tmp_path / "runs"),
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    summary = json.loads(result.output.strip().splitlines()[-1])
+
+    def replay(trials: str, seeds: str) -> dict:
+        args = ["replay", "v1study", "--trials", trials, "--seeds", seeds, "--storage", schema1, "--json"]
+        result = CliRunner().invoke(app, [*args, "--runs-dir", str(tmp_path / "runs")])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output.strip().splitlines()[-1])
+
+    summary = replay("7,12,21", "0,1")
     assert summary["trained"] == 0 and summary["skipped"] == 6
     agreement = summary["agreement"]
     assert agreement["pairs"] == then["pairs"]  # as that release paired them
@@ -230,23 +220,6 @@ def test_a_schema1_study_reports_and_replays_with_one_rank_agreement(schema1, tm
     for line in data.agreement.describe():
         assert line in page
     # a trial the first release did not replay trains now, with the recipe stored then
-    result = CliRunner().invoke(
-        app,
-        [
-            "replay",
-            "v1study",
-            "--trials",
-            "6",
-            "--seeds",
-            "0",
-            "--storage",
-            schema1,
-            "--json",
-            "--runs-dir",
-            str(tmp_path / "runs"),
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.output.strip().splitlines()[-1])["trained"] == 1
+    assert replay("6", "0")["trained"] == 1
     new = [r for r in StudyStore.open(schema1, "v1study").replays() if r.proxy_trial == 6]
     assert [r.status for r in new] == ["complete"] and len(new[0].history) == 3
