@@ -213,6 +213,8 @@ def search(
         study = load_study(study_yaml, name=name)
         if trials is not None and trials < 1:
             raise StudyError(f"--trials: must be >= 1, got {trials}")
+        for warning in study.warnings:
+            typer.echo(f"warning: {warning}", err=True)
         summary = run_search(study, trials=trials, storage=storage, address=address, runs_dir=runs_dir)
     except (StudyError, ClusterError) as error:
         raise _bad_input(str(error)) from None
@@ -226,11 +228,8 @@ def search(
         if summary.interrupted:
             raise typer.Exit(code=130)
         return
-    typer.echo(
-        f"{summary.name}: {summary.complete} complete, {summary.pruned} pruned, {summary.failed} failed, "
-        f"{summary.infeasible} infeasible; front: trials {', '.join(map(str, summary.pareto)) or 'none'}; "
-        f"hypervolume {summary.hypervolume:.4f}"
-    )
+    for line in summary.lines():
+        typer.echo(line)
     typer.echo(f"storage: {storage or study.settings.storage or runs_dir / study.name / 'study.db'}")
     if summary.interrupted:
         typer.echo("interrupted: run the same command to continue the study", err=True)

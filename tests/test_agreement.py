@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from kwsearch.records import Costs, ReplayRecord, TrialRecord
-from kwsearch.replay import ReplayError, select_trials, spread_along_front
+from kwsearch.records import Costs, ReplayRecord, TrialRecord, spread_along_front
+from kwsearch.replay import ReplayError, select_trials
 from kwsearch.stats import default_top_k, proxy_agreement, rank_agreement
 from kwsearch.stats._rank import RESAMPLES, _resample_indices
 

@@ -71,7 +71,19 @@ def test_the_report_of_a_real_study_shows_its_front_baselines_and_budget(tiny, t
     assert len(table) == len(search) + 2
     assert set(table.loc[table["pareto"].astype(bool), "number"]) == set(data.front)
     history = pd.read_csv(files.history_csv)
-    assert {"val_accuracy", "epoch"} <= set(history.columns)
+    assert {"val_accuracy", "epoch", "val_images"} <= set(history.columns)
+    # every accuracy carries its interval (64 validation images); KernelWarehouse trials the
+    # temperature they reached (annealed to 0 over the default 1/15 of the 2 epochs)
+    complete = table[(table["status"] == "complete") & (table["kind"] == "search")]
+    assert (complete["accuracy_low"] <= complete["accuracy"]).all()
+    assert (complete["accuracy"] <= complete["accuracy_high"]).all()
+    assert (complete["accuracy_high"] - complete["accuracy_low"] > 0.1).all()  # 64 images: wide
+    kw = complete[complete["config"].str.contains('"kw"')]
+    assert len(kw) and (kw["temperature"] == 0).all()
+    assert "temperature reached" in page and "95% CI" in page
+    # the paper's claim among the baselines, tested on this proxy with its interval
+    assert "The paper's claims on this proxy" in page and "KW 1x above static: " in page
+    assert [(c.higher, c.lower) for c in data.claims] == [("kw_1x", "static")]
 
 
 def test_the_command_reads_a_study_file_or_a_name(tiny, tmp_path, monkeypatch):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kwsearch.records import StudyStore
 from tests.helpers import ray_trials, status_of, stored_trials, tiny_study
 
 pytestmark = pytest.mark.slow
@@ -54,17 +55,23 @@ def wait_for_no_members(sid: int, seconds: float) -> list[str]:
     return members
 
 
-def ready_to_kill(db: Path) -> bool:
-    """Two trials finished and one running midway (read with sqlite3: opening
-    the storage with Optuna while the driver creates it would race on its tables)."""
+def ready_to_kill(db: Path, study: str) -> bool:
+    """In Optuna study ``study``, two trials finished and one running midway (read with sqlite3:
+    opening the storage with Optuna while the driver creates it would race on its tables)."""
     if not db.exists():
         return False
     try:
         with contextlib.closing(sqlite3.connect(db, timeout=5)) as connection:
-            states = dict(connection.execute("SELECT state, count(*) FROM trials GROUP BY state").fetchall())
+            of_study = "JOIN studies s ON t.study_id = s.study_id WHERE s.study_name = ?"
+            states = dict(
+                connection.execute(
+                    f"SELECT t.state, count(*) FROM trials t {of_study} GROUP BY t.state", (study,)
+                ).fetchall()
+            )
             histories = connection.execute(
                 "SELECT a.value_json FROM trial_user_attributes a JOIN trials t ON a.trial_id = t.trial_id "
-                "WHERE t.state = 'RUNNING' AND a.key = 'history'"
+                f"{of_study} AND t.state = 'RUNNING' AND a.key = 'history'",
+                (study,),
             ).fetchall()
     except sqlite3.OperationalError:  # tables not created yet
         return False
@@ -73,9 +80,10 @@ def ready_to_kill(db: Path) -> bool:
     return states.get("COMPLETE", 0) >= 2 and len(midway) == 1
 
 
-def start_search_until_one_runs(tmp_path, name: str, seed: int, trials: int):
+def start_search_until_one_runs(tmp_path, name: str, seed: int, trials: int, kill_in: str = "", **settings):
     """Start a tiny search (4 epochs a trial, one at a time) in its own process session and wait
-    until two trials finished and a third is midway: (command, run folder, driver process)."""
+    until two trials finished and a third is midway, in the study or the companion named by
+    ``kill_in`` (".confirmations"): (command, run folder, driver process)."""
     study = tiny_study(
         name,
         {"dropout": {"float": [0.0, 0.5]}},
@@ -83,6 +91,7 @@ def start_search_until_one_runs(tmp_path, name: str, seed: int, trials: int):
         sampler={"name": "random", "seed": seed},
         budget={"trials": trials},
         resources={"cpu": 1, "max_concurrent": 1, "threads": 1},
+        **settings,
     )
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(study))
@@ -92,7 +101,7 @@ def start_search_until_one_runs(tmp_path, name: str, seed: int, trials: int):
         command, cwd=tmp_path, env=ENV, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     deadline = time.time() + 180
-    while not ready_to_kill(run_dir / "study.db"):
+    while not ready_to_kill(run_dir / "study.db", name + kill_in):
         if driver.poll() is not None or time.time() > deadline:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(driver.pid, signal.SIGKILL)
@@ -134,6 +143,37 @@ def test_resume_after_kill_9_loses_and_duplicates_no_trial(tmp_path):
     for trial in after.values():
         if status_of(trial) == "duplicate":
             assert identity(trial) == identity(after[trial.user_attrs["duplicate_of"]])
+
+
+def test_confirmation_runs_resume_after_kill_9_apart_from_the_budget(tmp_path):
+    """`confirm: {top: 1, seeds: 3}`: after the 2-trial budget the cheapest front member trains
+    with 3 more seeds; killed during the third, the same command finishes the confirmation under
+    the same records, and the front is read on the mean of 4 runs."""
+    command, run_dir, driver = start_search_until_one_runs(
+        tmp_path, "confirm", seed=2, trials=2, kill_in=".confirmations", confirm={"top": 1, "seeds": 3}
+    )
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait(timeout=30)
+    wait_for_no_members(driver.pid, seconds=15)
+    store = StudyStore.open(f"sqlite:///{run_dir / 'study.db'}", "confirm")
+    before = store.confirmations()
+    assert sorted(c.status for c in before) == ["complete", "complete", "running"]
+
+    again = subprocess.run(command, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout.strip().splitlines()[-1])
+    after = store.confirmations()
+    assert len(after) == 3 and all(c.status == "complete" for c in after)  # the killed one re-ran
+    (confirmed,) = {c.confirms for c in after}
+    assert sorted(c.seed for c in after) == [1, 2, 3] and all(len(c.history) == 4 for c in after)
+    assert {(c.number, c.seed) for c in before if c.status == "complete"} <= {
+        (c.number, c.seed) for c in after
+    }
+    # apart from the budget: the search trained its 2 trials, no more
+    assert summary["complete"] == summary["trials"] == 2 and summary["confirmations"] == 3
+    assert summary["accuracy"][str(confirmed)][3] == 4  # read on the mean of its 4 runs
+    assert "confirmation of trial" in again.stderr
 
 
 def test_ctrl_c_stops_the_search_with_exit_130_and_the_same_command_continues_it(tmp_path):

@@ -1,6 +1,7 @@
 """Bad study files: exit code 2 and a message naming the file and the field, before any trial."""
 
 import copy
+import re
 
 import pytest
 import yaml
@@ -140,3 +141,16 @@ def test_trials_below_one_on_the_command_line_exits_2(tmp_path):
 def test_load_study_raises_study_error_with_file_and_field(tmp_path):
     with pytest.raises(StudyError, match=r"study.yaml: budget.trials"):
         load_study(write(tmp_path, with_("budget.trials", 0)))
+
+
+def test_an_absolute_schedule_that_outlasts_the_proxy_warns_naming_the_field(tmp_path):
+    # the proxy runs 2 epochs; 1 -> 0 over 20 epochs ends it at 0.9
+    space = {"conv": {"family": {"choice": ["static", "kw"]}, "kw": {"temperature": {"epochs": 20}}}}
+    study = load_study(write(tmp_path, with_("@space.conv", space["conv"])))
+    assert len(study.warnings) == 1
+    assert re.search(
+        r"space.yaml: conv.kw.temperature: 20 epochs .* proxy's 2 \(proxy.epochs\)", study.warnings[0]
+    )
+    assert "ends at temperature 0.9," in study.warnings[0]
+    fraction = {**space["conv"], "kw": {"temperature": {"fraction": 0.5}}}
+    assert load_study(write(tmp_path, with_("@space.conv", fraction))).warnings == []

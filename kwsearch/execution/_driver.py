@@ -52,9 +52,14 @@ class Outcome:
     resumed_from_epoch: int = 0
 
 
+# What a policy answers when its next run depends on runs still going (ask again when one ends).
+WAIT = "wait"
+
+
 class RunPolicy(Protocol):
-    def next_run(self) -> Run | None:
-        """The next run, or None when there is nothing more to run."""
+    def next_run(self) -> Run | Literal["wait"] | None:
+        """The next run; :data:`WAIT` when it depends on runs still going; None when there is
+        nothing more to run."""
 
     def on_epoch(self, run: Run, history: History) -> None:
         """``run`` finished an epoch; ``history`` is every epoch it has."""
@@ -96,6 +101,8 @@ class Driver(Searcher):
         run = self.policy.next_run()
         if run is None:
             return Searcher.FINISHED
+        if run == WAIT:
+            return None  # Ray Tune asks again later
         self.live[trial_id] = _Live(run, time.time(), list(run.history))
         return {
             "key": run.key,

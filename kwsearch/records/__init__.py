@@ -17,7 +17,7 @@ from kwsearch.records._access import (
     driver_lock,
     open_storage,
 )
-from kwsearch.records._front import front_of, normalized_hypervolume, objective_point
+from kwsearch.records._front import front_of, normalized_hypervolume, objective_point, spread_along_front
 from kwsearch.records._store import StudyStore, is_companion
 from kwsearch.records._study import SCHEMA, StudyRecord
 from kwsearch.records._trial import FINISHED, Costs, History, ReplayRecord, Status, TrialRecord
@@ -45,4 +45,5 @@ __all__ = [
     "normalized_hypervolume",
     "objective_point",
     "open_storage",
+    "spread_along_front",
 ]

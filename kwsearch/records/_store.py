@@ -1,9 +1,10 @@
 """One study in one Optuna storage: its record, its search trials, the baselines trained beside
-them and the replays of its winners.
+them, the confirmation runs of its front and the replays of its winners.
 
-They are three Optuna studies in the same storage: ``NAME`` (the search, which the sampler learns
+They are Optuna studies in the same storage: ``NAME`` (the search, which the sampler learns
 from), ``NAME.references`` (the baselines: configs outside the space, kept apart so that samplers
-never learn from them) and ``NAME.replays``. Everything goes through Optuna's public ``Study`` and
+never learn from them), ``NAME.confirmations`` (front members trained again with more proxy
+seeds) and ``NAME.replays``. Everything goes through Optuna's public ``Study`` and
 ``Trial``, except two things Optuna offers no public call for, done on the storage this module
 opened itself: putting a dead driver's RUNNING trials back to WAITING, and reopening a RUNNING
 trial by its number to continue it.
@@ -24,13 +25,14 @@ from kwsearch.records._write import ReplayWriter, TrialWriter, frozen_replay, fr
 
 BASELINES_SUFFIX = ".references"  # the name schema 1 gave the baselines' study
 REPLAYS_SUFFIX = ".replays"
+CONFIRMATIONS_SUFFIX = ".confirmations"
 _REPLAY_RECIPE = "recipe"
 _EXPLORED = "explored"
 
 
 def is_companion(name: str) -> bool:
     """True for the names of the baselines' and replays' studies (not studies of their own)."""
-    return name.endswith((BASELINES_SUFFIX, REPLAYS_SUFFIX))
+    return name.endswith((BASELINES_SUFFIX, REPLAYS_SUFFIX, CONFIRMATIONS_SUFFIX))
 
 
 class StudyStore:
@@ -113,6 +115,11 @@ class StudyStore:
         trials = study.get_trials(deepcopy=False) if study is not None else []
         return [TrialRecord.from_frozen(t, baseline=True) for t in trials]
 
+    def confirmations(self) -> list[TrialRecord]:
+        """Confirmation runs: front members trained again with more proxy seeds (``confirms``)."""
+        study = self._companion(CONFIRMATIONS_SUFFIX, create=False)
+        return [TrialRecord.from_frozen(t) for t in study.get_trials(deepcopy=False)] if study else []
+
     def replays(self) -> list[ReplayRecord]:
         """Every replay (a run killed before it was described is left out)."""
         study = self._companion(REPLAYS_SUFFIX, create=False)
@@ -136,6 +143,15 @@ class StudyStore:
     def ask_baseline(self) -> TrialWriter:
         study = self._companion(BASELINES_SUFFIX, create=True)
         return TrialWriter(study, study.ask())
+
+    def ask_confirmation(self) -> TrialWriter:
+        study = self._companion(CONFIRMATIONS_SUFFIX, create=True)
+        return TrialWriter(study, study.ask())
+
+    def reopen_confirmation(self, number: int) -> TrialWriter:
+        """The RUNNING confirmation run ``number`` (a dead driver's), to run it again."""
+        study = self._companion(CONFIRMATIONS_SUFFIX, create=True)
+        return TrialWriter(study, optuna.trial.Trial(study, self._id_of(study, number)))
 
     def requeue_interrupted(self) -> int:
         """Put the search and baseline trials a dead driver left RUNNING back to WAITING, to run

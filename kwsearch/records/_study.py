@@ -104,3 +104,11 @@ class StudyRecord:
     @property
     def sampler(self) -> dict[str, Any]:
         return self.settings.get("sampler") or {}
+
+    @property
+    def proxy_val_images(self) -> int | None:
+        """The proxy's validation images when the settings fix their number (an integer
+        ``val_size``): what an accuracy's interval rests on for trials stored before their
+        history carried ``val_images``."""
+        size = (self.settings.get("proxy") or {}).get("val_size")
+        return size if isinstance(size, int) else None

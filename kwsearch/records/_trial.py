@@ -32,6 +32,7 @@ TRAINED = "trained"
 DUPLICATE_OF = "duplicate_of"
 EXPLORED = "explored"
 BASELINE_LABEL = "reference"  # schema 1 called baseline trials "references"
+CONFIRMS = "confirms"
 PROXY_TRIAL = "proxy_trial"
 RECIPE = "recipe"
 EXPORT = "export"
@@ -96,11 +97,13 @@ class TrialRecord:
     duplicate_of: int | None = None
     explored: bool = False  # proposed at random after a duplicate, not by the sampler
     baseline: str | None = None  # a baseline trial's label (None for search trials)
+    confirms: int | None = None  # a confirmation run's search trial (its config, another seed)
     started: datetime.datetime | None = None
     finished: datetime.datetime | None = None
 
     @classmethod
     def from_frozen(cls, trial: FrozenTrial, *, baseline: bool = False) -> TrialRecord:
+        """``baseline``: the trial is a baseline's (its label is read)."""
         attrs = trial.user_attrs
         return cls(
             number=trial.number,
@@ -119,6 +122,7 @@ class TrialRecord:
             duplicate_of=attrs.get(DUPLICATE_OF),
             explored=bool(attrs.get(EXPLORED)),
             baseline=attrs.get(BASELINE_LABEL) if baseline else None,
+            confirms=attrs.get(CONFIRMS),
             started=trial.datetime_start,
             finished=trial.datetime_complete,
         )
@@ -138,6 +142,7 @@ class TrialRecord:
             DUPLICATE_OF: self.duplicate_of,
             EXPLORED: self.explored or None,
             BASELINE_LABEL: self.baseline,
+            CONFIRMS: self.confirms,
         }
         return {key: value for key, value in attrs.items() if value is not None}
 

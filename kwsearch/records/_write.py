@@ -38,11 +38,17 @@ class TrialWriter:
     def number(self) -> int:
         return self.trial.number
 
-    def propose(self, config: dict[str, Any], seed: int, *, baseline: str | None = None) -> None:
+    def propose(
+        self, config: dict[str, Any], seed: int, *, baseline: str | None = None, confirms: int | None = None
+    ) -> None:
+        """What the trial trains: ``config`` with ``seed``; a baseline's label, or the search trial a
+        confirmation run repeats with another seed."""
         self.trial.set_user_attr(keys.CONFIG, config)
         self.trial.set_user_attr(keys.SEED, seed)
         if baseline is not None:
             self.trial.set_user_attr(keys.BASELINE_LABEL, baseline)
+        if confirms is not None:
+            self.trial.set_user_attr(keys.CONFIRMS, confirms)
 
     def set_costs(self, costs: Costs) -> None:
         self.trial.set_user_attr(keys.COSTS, costs.as_dict())

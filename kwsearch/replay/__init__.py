@@ -7,9 +7,9 @@ results stored beside the study, linked to the proxy trials they replay.
 """
 
 from kwsearch.replay.export import load
-from kwsearch.replay.select import ReplayError, select_trials, spread_along_front
+from kwsearch.replay.select import ReplayError, select_trials
 
-__all__ = ["ReplayError", "load", "run_replay", "select_trials", "spread_along_front"]
+__all__ = ["ReplayError", "load", "run_replay", "select_trials"]
 
 
 def __getattr__(name: str):

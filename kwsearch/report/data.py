@@ -21,11 +21,19 @@ from kwsearch.records import (
     StudyRecord,
     StudyStore,
     TrialRecord,
-    front_of,
     normalized_hypervolume,
     objective_point,
 )
-from kwsearch.stats import ProxyAgreement, proxy_agreement
+from kwsearch.stats import (
+    Claim,
+    Estimate,
+    FrontNoise,
+    ProxyAgreement,
+    accuracy_estimate,
+    front_noise,
+    proxy_agreement,
+    published_claims,
+)
 
 COSTS = ("params", "effective_params", "macs")
 
@@ -45,6 +53,8 @@ class StudyData:
     history: pd.DataFrame  # one row per (trial, epoch) of trials that trained
     replays: pd.DataFrame  # one row per complete full-recipe replay (may be empty)
     agreement: ProxyAgreement  # proxy against full accuracy of the replayed trials
+    noise: FrontNoise  # accuracies with their intervals; the front on them; what is tied with it
+    claims: list[Claim]  # the paper's orderings among the baselines, on this proxy
     dimensions: dict[str, list[Any] | None]  # searched parameter -> its choices in order (None: numeric)
     target: str  # what `kwsearch replay` is given: the study file, or the name
     front: list[int] = field(default_factory=list)  # Pareto-optimal trial numbers
@@ -102,12 +112,23 @@ def load(storage: Storage, name: str, target: str | None = None) -> StudyData:
     record = store.record or StudyRecord.from_attributes(name, {})
     objectives = record.objectives
     trials, baselines, replays = store.trials(), store.baselines(), store.replays()
-    rows = [_row(t, "search", target or name) for t in trials]
-    rows += [_row(t, "baseline", target or name) for t in baselines]
+    confirmed: dict[int, list[float]] = {}
+    for run in store.confirmations():
+        if run.status == "complete":
+            confirmed.setdefault(run.confirms, []).append(run.accuracy)
+    noise = front_noise(trials, objectives, images=record.proxy_val_images, extra_runs=confirmed)
+    baseline_estimates = {
+        t.baseline: accuracy_estimate([t.accuracy], _images(t) or record.proxy_val_images)
+        for t in baselines
+        if t.status == "complete" and t.history
+    }
+    rows = [_row(t, "search", target or name, noise.estimates.get(t.number)) for t in trials]
+    rows += [_row(t, "baseline", target or name, baseline_estimates.get(t.baseline)) for t in baselines]
     table = pd.DataFrame(rows, columns=_columns(rows))
-    front = sorted(t.number for t in front_of(trials, objectives))
+    front = noise.front
     if len(table):
         table["pareto"] = (table["kind"] == "search") & table["number"].isin(front)
+        table["tied"] = (table["kind"] == "search") & table["number"].isin(noise.tied)
     history = pd.DataFrame(
         [
             {"kind": kind, "number": t.number, "label": t.baseline, **epoch}
@@ -131,21 +152,33 @@ def load(storage: Storage, name: str, target: str | None = None) -> StudyData:
             columns=["number", "seed", "full_accuracy"],
         ),
         agreement=proxy_agreement(trials, replays, objectives),
+        noise=noise,
+        claims=published_claims(baseline_estimates),
         dimensions=_dimensions(trials),
         target=target or name,
         front=front,
     )
 
 
-def _row(trial: TrialRecord, kind: str, target: str) -> dict[str, Any]:
+def _images(trial: TrialRecord) -> int | None:
+    images = trial.history[-1].get("val_images") if trial.history else None
+    return int(images) if images else None
+
+
+def _row(trial: TrialRecord, kind: str, target: str, estimate: Estimate | None) -> dict[str, Any]:
     costs = trial.costs.as_dict() if trial.costs else {}
     row: dict[str, Any] = {
         "kind": kind,
         "number": trial.number,
         "label": trial.baseline,
         "status": trial.status,
-        # the last epoch's accuracy (a pruned trial's accuracy when it stopped); None without one
-        "accuracy": trial.accuracy,
+        # the last epoch's accuracy (a pruned trial's accuracy when it stopped); None without one;
+        # a complete trial's is its config's mean over every run (seeds, confirmation runs)
+        "accuracy": estimate.value if estimate else trial.accuracy,
+        "accuracy_low": estimate.low if estimate else None,  # its 95% interval
+        "accuracy_high": estimate.high if estimate else None,
+        "runs": estimate.runs if estimate else None,
+        "temperature": trial.history[-1].get("temperature") if trial.history else None,  # reached
         **{name: costs.get(name) for name in COSTS},
         "trained": trial.trained,  # handed to a trainer
         "epochs": len(trial.history),

@@ -20,6 +20,7 @@ LABELS["macs"] = "MACs"
 # how each kind of trial is drawn on the accuracy-cost plot
 STYLES = {
     "dominated": {"color": "rgba(31,119,180,0.30)", "symbol": "circle", "size": 7},
+    "tied": {"color": "rgba(31,119,180,0.65)", "symbol": "circle-dot", "size": 9},
     "pareto": {
         "color": "rgb(31,119,180)",
         "symbol": "circle",
@@ -32,6 +33,7 @@ STYLES = {
 }
 CAPTIONS = {
     "dominated": "complete (dominated)",
+    "tied": "tied with the front (within noise)",
     "pareto": "Pareto-optimal",
     "pruned": "pruned (accuracy when stopped)",
     "failed": "failed (last accuracy, or 0)",
@@ -49,6 +51,11 @@ def hover_text(row: dict[str, Any], objectives: list[str]) -> str:
         value = row.get(name)
         if present(value):
             lines.append(f"{LABELS.get(name, name)}: {_format(name, value)}")
+            if name == "accuracy" and present(row.get("accuracy_low")):
+                runs = f", mean of {row['runs']} runs" if (row.get("runs") or 1) > 1 else ""
+                lines.append(f"  95% CI {row['accuracy_low']:.4f} to {row['accuracy_high']:.4f}{runs}")
+    if present(row.get("temperature")):
+        lines.append(f"temperature reached: {row['temperature']:.3g}")
     if row.get("seed") is not None:
         lines.append(f"seed: {escape(str(row['seed']))}")
     if present(row.get("error")):
@@ -71,6 +78,7 @@ def accuracy_vs_cost(data: StudyData, cost: str) -> go.Figure:
     search["kind_of_point"] = search["status"]
     search.loc[(search["status"] == "complete") & search["pareto"], "kind_of_point"] = "pareto"
     search.loc[(search["status"] == "complete") & ~search["pareto"], "kind_of_point"] = "dominated"
+    search.loc[(search["status"] == "complete") & search["tied"], "kind_of_point"] = "tied"
     fig = go.Figure()
     for kind, style in STYLES.items():
         group = search[(search["kind_of_point"] == kind) & search[cost].notna()]
@@ -85,6 +93,7 @@ def accuracy_vs_cost(data: StudyData, cost: str) -> go.Figure:
                 mode="markers",
                 name=CAPTIONS[kind],
                 marker=style,
+                error_y=_interval_bars(records, style["color"]),
                 text=[hover_text(r, objectives) for r in records],
                 hoverinfo="text",
             )
@@ -111,6 +120,7 @@ def accuracy_vs_cost(data: StudyData, cost: str) -> go.Figure:
                 mode="markers+text",
                 name="baselines",
                 marker={"symbol": "star", "size": 14, "color": "rgb(44,160,44)", "line": {"width": 1}},
+                error_y=_interval_bars(records, "rgb(44,160,44)"),
                 text=[escape(str(r["label"])) for r in records],
                 textposition="top center",
                 hovertext=[hover_text(r, objectives) for r in records],
@@ -252,6 +262,27 @@ def proxy_vs_full(table: pd.DataFrame) -> go.Figure:
         margin={"l": 60, "r": 20, "t": 30, "b": 50},
     )
     return fig
+
+
+def _interval_bars(records: list[dict[str, Any]], color: str) -> dict[str, Any] | None:
+    """Each point's 95% accuracy interval as an error bar (none where it has no interval)."""
+    if not any(present(r.get("accuracy_low")) for r in records):
+        return None
+
+    def half(r: dict[str, Any], end: str) -> float:
+        if not present(r.get(end)):
+            return 0.0
+        return abs(r[end] - r["accuracy"])
+
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": [half(r, "accuracy_high") for r in records],
+        "arrayminus": [half(r, "accuracy_low") for r in records],
+        "color": color,
+        "thickness": 1,
+        "width": 3,
+    }
 
 
 def _axis_switch() -> dict[str, Any]:

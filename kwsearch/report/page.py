@@ -46,6 +46,7 @@ def render(data: StudyData) -> str:
         body.append(f'<p class="note">{escape(notice)}</p>')
     if len(data.search):
         body += _fronts(data)
+        body += _paper_claims(data)
         body += _hypervolume(data)
         body += _settings_that_matter(data)
         body += _learning_curves(data)
@@ -156,16 +157,36 @@ def _fronts(data: StudyData) -> list[str]:
     parts = ["<h2>Accuracy against cost</h2>"]
     parts.append(
         "<p class='muted'>Every trial is a point; the Pareto front is the step line; dominated trials are "
-        "faded; pruned, failed and infeasible trials have their own markers (infeasible configs never "
-        "trained and sit at accuracy 0). Stars are the baselines; the dashed line is the "
-        "budget. Hover a point for its config, metrics and replay command; the buttons switch the x "
+        "faded, those statistically tied with the front are dotted; pruned, failed and infeasible trials "
+        "have their own markers (infeasible configs never trained and sit at accuracy 0). Bars are 95% "
+        "intervals of the accuracy (from the number of validation images; over the seeds where a config "
+        "ran with several). Stars are the baselines; the dashed line is the budget. Hover a point for its "
+        "config, metrics, the temperature it reached and its replay command; the buttons switch the x "
         "axis between linear and log.</p>"
     )
+    noise = data.noise.describe()
+    if noise:
+        parts.append(f"<p class='note'>{escape(' '.join(noise))}</p>")
     for cost in ("params", "macs"):
         if cost in data.search and data.search[cost].notna().any():
             parts.append(f"<h3>against {escape(figures.LABELS.get(cost, cost))}</h3>")
             parts.append(_plot(figures.accuracy_vs_cost(data, cost)))
     return parts
+
+
+def _paper_claims(data: StudyData) -> list[str]:
+    """The published orderings among the baselines, tested on this proxy."""
+    if not data.claims:
+        return []
+    return [
+        "<h2>The paper's claims on this proxy</h2>",
+        "<p class='muted'>Published (Li &amp; Yao, ICML 2024, ImageNet, every backbone): each "
+        "KernelWarehouse preset is more accurate than its static backbone, and a larger warehouse more "
+        "accurate than a smaller one. Here, among this study's baselines, each difference with its 95% "
+        "interval:</p><ul>",
+        *(f"<li>{escape(claim.describe())}</li>" for claim in data.claims),
+        "</ul>",
+    ]
 
 
 def _hypervolume(data: StudyData) -> list[str]:
@@ -243,7 +264,8 @@ def _top_configurations(data: StudyData) -> list[str]:
                 "config (difference from the static baseline)": analysis.config_diff(
                     config, data.baseline_config
                 ),
-                "accuracy": row["accuracy"],
+                "accuracy (95% CI)": data.noise.estimates[row["number"]].describe(),
+                "temperature reached": row["temperature"],
                 "params": row["params"],
                 "MACs": row["macs"],
                 "train time (s)": row["train_seconds"],

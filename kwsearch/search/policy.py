@@ -20,12 +20,14 @@ from typing import Any
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import Trial
 
-from kwsearch.execution import Outcome, Run
+from kwsearch.execution import WAIT, Outcome, Run
 from kwsearch.models import ModelConfig, ModelConfigError, parse_model_config
-from kwsearch.records import Costs, History, StudyStore, TrialWriter
+from kwsearch.records import Costs, History, StudyStore, TrialRecord, TrialWriter, spread_along_front
 from kwsearch.search.budget import MetaBuild, ResolvedBudget
 from kwsearch.search.scheduler import ParetoSuccessiveHalving
 from kwsearch.search.space import Dimension, Space
+from kwsearch.search.study import ConfirmSettings
+from kwsearch.stats import front_noise
 from kwsearch.train import Recipe
 
 # Consecutive over-budget configs after which the space is declared unable to meet the budget.
@@ -61,15 +63,16 @@ class SearchPlan:
     grid_seeds: list[int] | None  # grid: a trial per combination per seed
     baselines: dict[str, ModelConfig]  # baseline label -> model config, still to train
     sampler_seed: int = 0
+    confirm: ConfirmSettings | None = None  # front members trained again after the budget
 
 
 @dataclass
 class _Trial:
-    """A trial being trained: its record and its costs."""
+    """A trial being trained: its record, its costs, and what kind of run it is."""
 
     writer: TrialWriter
     costs: Costs
-    baseline: str | None = None
+    kind: str = "search"  # or "baseline", "confirmation"
 
 
 class SearchPolicy:
@@ -97,16 +100,29 @@ class SearchPolicy:
             _identity(t.config, t.seed or 0): t.number for t in trials if t.trained and t.status != "waiting"
         }
         self._spent_seconds = sum(t.seconds or 0.0 for t in trials)
+        self._searching = True  # until the budget is spent or the space exhausted
+        self._live_search_trials = 0
+        self._pending_confirmations: list[Run] | None = None  # planned once the search is over
 
     # -- what to run next ------------------------------------------------------------------------
 
-    def next_run(self) -> Run | None:
-        if self.plan.deadline is not None and time.time() >= self.plan.deadline:
-            return None
+    def next_run(self) -> Run | str | None:
         if self._pending_baselines:
             label = next(iter(self._pending_baselines))
             config = self._pending_baselines.pop(label)
             return self._baseline_run(label, config)
+        if self._searching:
+            run = self._next_search_trial()
+            if run is not None:
+                self._live_search_trials += 1
+                return run
+            self._searching = False
+        return self._next_confirmation()
+
+    def _next_search_trial(self) -> Run | None:
+        """The next proposal that trains; None once the budget is spent or the space exhausted."""
+        if self.plan.deadline is not None and time.time() >= self.plan.deadline:
+            return None
         if self._spent_budget():
             return None
         explore = False
@@ -126,6 +142,39 @@ class SearchPolicy:
         )
         return None
 
+    def _next_confirmation(self) -> Run | str | None:
+        """Confirmation runs start once every search trial has finished: the front is final then."""
+        if self.plan.confirm is None:
+            return None
+        if self._live_search_trials:
+            return WAIT
+        if self._pending_confirmations is None:
+            self._pending_confirmations = self._plan_confirmations(self.plan.confirm)
+        return self._pending_confirmations.pop(0) if self._pending_confirmations else None
+
+    def _plan_confirmations(self, confirm: ConfirmSettings) -> list[Run]:
+        """``confirm.top`` members spread along the search's own front (its runs alone, so that a
+        resumed search confirms the same ones), each with ``confirm.seeds`` more seeds; runs
+        stored complete are not run again, a dead driver's are run again under their records."""
+        trials = self.store.trials()
+        noise = front_noise(trials, self.plan.objectives, images=self.store.record.proxy_val_images)
+        front = [t for t in trials if t.number in noise.front]
+        stored = {(c.confirms, c.seed): c for c in self.store.confirmations()}
+        runs = []
+        for trial in spread_along_front(front, self.plan.objectives, confirm.top):
+            for seed in range((trial.seed or 0) + 1, (trial.seed or 0) + 1 + confirm.seeds):
+                earlier = stored.get((trial.number, seed))
+                if earlier is not None and earlier.status == "complete":
+                    continue
+                if earlier is not None and earlier.status == "running":
+                    writer = self.store.reopen_confirmation(earlier.number)
+                else:
+                    writer = self.store.ask_confirmation()
+                    writer.propose(trial.config, seed, confirms=trial.number)
+                    writer.set_costs(trial.costs)
+                runs.append(self._confirmation_run(writer, trial, seed))
+        return runs
+
     # -- what runs report ------------------------------------------------------------------------
 
     def on_epoch(self, run: Run, history: History) -> None:
@@ -137,14 +186,16 @@ class SearchPolicy:
     def on_finish(self, run: Run, outcome: Outcome) -> None:
         trial: _Trial = run.handle
         writer = trial.writer
-        self._spent_seconds += outcome.seconds
+        if trial.kind == "search":
+            self._live_search_trials -= 1
+            self._spent_seconds += outcome.seconds
         if outcome.traceback:
             writer.record_traceback(outcome.traceback)
         writer.record_history(outcome.history)
         epochs = len(outcome.history)
         if outcome.kind == "failed":
             writer.finish("failed", seconds=outcome.seconds, error=outcome.error)
-        elif trial.baseline is None and run.key in self.halving.stopped:
+        elif trial.kind == "search" and run.key in self.halving.stopped:
             writer.finish("pruned", seconds=outcome.seconds)
         elif outcome.kind == "finished" and epochs >= self.plan.recipe.epochs:
             accuracy = outcome.history[-1]["val_accuracy"]
@@ -169,15 +220,18 @@ class SearchPolicy:
             return self._spent_seconds * self.plan.gpus_per_trial >= self.plan.gpu_seconds
         return False
 
-    def _run(self, writer: TrialWriter, model: ModelConfig, costs: Costs, seed: int, baseline=None) -> Run:
+    def _run(
+        self, key: str, writer: TrialWriter, model: ModelConfig, costs: Costs, seed: int, kind: str
+    ) -> Run:
+        """A run of ``model`` with ``seed``; search trials (only) are subject to early stopping."""
         return Run(
-            key=f"{'baseline:' + baseline if baseline else writer.number}",
+            key=key,
             model=model,
             recipe=self.plan.recipe.model_copy(update={"seed": seed}),
-            cost_point=None
-            if baseline
-            else [float(getattr(costs, name)) for name in self.plan.objectives[1:]],
-            handle=_Trial(writer, costs, baseline),
+            cost_point=[float(getattr(costs, name)) for name in self.plan.objectives[1:]]
+            if kind == "search"
+            else None,
+            handle=_Trial(writer, costs, kind),
         )
 
     def _baseline_run(self, label: str, config: ModelConfig) -> Run:
@@ -185,7 +239,11 @@ class SearchPolicy:
         writer = self.store.ask_baseline()
         writer.propose(config.model_dump(mode="json"), self.plan.recipe.seed, baseline=label)
         writer.set_costs(costs)
-        return self._run(writer, config, costs, self.plan.recipe.seed, baseline=label)
+        return self._run(f"baseline:{label}", writer, config, costs, self.plan.recipe.seed, "baseline")
+
+    def _confirmation_run(self, writer: TrialWriter, trial: TrialRecord, seed: int) -> Run:
+        model = parse_model_config(trial.config)
+        return self._run(f"confirm:{trial.number}:{seed}", writer, model, trial.costs, seed, "confirmation")
 
     def _propose(self, explore: bool) -> Run | None:
         """Ask Optuna for one config (``explore``: a random one, enqueued); None when it cannot
@@ -229,7 +287,7 @@ class SearchPolicy:
         writer.mark_trained()
         self._trained[identity] = writer.number
         self.on_change()
-        return self._run(writer, model, costs, seed)
+        return self._run(str(writer.number), writer, model, costs, seed, "search")
 
     def _infeasible(
         self, writer: TrialWriter, constraints: dict[str, float], costs: Costs | None, reason: str

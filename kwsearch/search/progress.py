@@ -62,7 +62,12 @@ class SearchProgress:
 
     def _announce_finished(self) -> None:
         objectives = self.objectives
-        for trials, kind in ((self.store.baselines(), "baseline"), (self.store.trials(), "trial")):
+        kinds = (
+            (self.store.baselines(), "baseline"),
+            (self.store.trials(), "trial"),
+            (self.store.confirmations(), "confirmation"),
+        )
+        for trials, kind in kinds:
             for trial in trials:
                 key = (kind, trial.number)
                 if trial.status in ("running", "waiting", "duplicate") or key in self._announced:
@@ -74,7 +79,11 @@ class SearchProgress:
                     if values
                     else trial.error or ""
                 )
-                label = trial.baseline or str(trial.number)
+                label = trial.baseline or (
+                    f"of trial {trial.confirms} (seed {trial.seed})"
+                    if kind == "confirmation"
+                    else str(trial.number)
+                )
                 print(f"{kind} {label}: {trial.status}  {detail}", file=sys.stderr, flush=True)
 
     def _render(self, summary: StudySummary) -> Group:
@@ -86,6 +95,7 @@ class SearchProgress:
             f"pruned {summary.pruned}",
             f"failed {summary.failed}",
             f"infeasible {summary.infeasible}",
+            *([f"confirmation runs {summary.confirmations}"] if summary.confirmations else []),
         )
         counts.add_row("", self.budget_line(summary), f"hypervolume {summary.hypervolume:.4f}")
         front = Table(title="current front", title_justify="left")

@@ -235,6 +235,7 @@ def run_search(
                 grid_seeds=settings.sampler.seeds if grid else None,
                 baselines=pending_baselines(study, store),
                 sampler_seed=settings.sampler.seed,
+                confirm=settings.confirm,
             )
 
             def budget_line(summary: StudySummary) -> str:

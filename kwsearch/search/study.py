@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from kwsearch.data import dataset_names
-from kwsearch.models import ModelConfigError, backbone_names, parse_model_config
+from kwsearch.models import ModelConfig, ModelConfigError, backbone_names, parse_model_config
 from kwsearch.models.presets import kw_preset
 from kwsearch.nn import family_names
 from kwsearch.search.samplers import SamplerError, SamplerSettings, make_sampler
@@ -156,6 +156,16 @@ class DataSettings(BaseModel):
         return name
 
 
+class ConfirmSettings(BaseModel):
+    """After the budget is spent, train ``top`` members of the front (spread along it) again with
+    ``seeds`` more proxy seeds each, and read the front on their mean accuracy. These runs are
+    counted apart from the budget."""
+
+    model_config = _strict()
+    top: int = Field(ge=1)
+    seeds: int = Field(default=2, ge=1)
+
+
 class ReplaySettings(BaseModel):
     model_config = _strict()
     recipe: Recipe = Field(default_factory=lambda: Recipe(evaluate_test=True))
@@ -182,6 +192,7 @@ class StudySettings(BaseModel):
         default_factory=lambda: [Baseline(label="static")],
         validation_alias=AliasChoices("baselines", "references"),
     )
+    confirm: ConfirmSettings | None = None
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
 
     @field_validator("name")
@@ -237,6 +248,7 @@ class Study:
         self.space = space
         self.source = source
         self.name = settings.name or (source.stem if source else "study")
+        self.warnings: list[str] = []  # what runs but not as a researcher would expect
 
     @property
     def where(self) -> str:
@@ -350,8 +362,7 @@ def _check_space_and_baselines(study: Study) -> None:
             + ", ".join(backbone_names())
         )
     try:
-        for config in covering:
-            parse_model_config(config, space.source)
+        models = [(_temperature_field(space, c), parse_model_config(c, space.source)) for c in covering]
     except ModelConfigError as error:
         raise StudyError(str(error)) from None
     try:
@@ -359,7 +370,33 @@ def _check_space_and_baselines(study: Study) -> None:
     except KeyError as error:
         raise StudyError(f"{study.where}: baselines: {error.args[0]}") from None
     for label, baseline in baselines.items():
+        where = f"{study.where}: baselines.{label}"
         try:
-            parse_model_config(baseline, f"{study.where}: baselines.{label}")
+            models.append((where, parse_model_config(baseline, where)))
         except ModelConfigError as error:
             raise StudyError(str(error)) from None
+    study.warnings = _unfinished_schedules(models, study.settings.proxy.epochs)
+
+
+def _temperature_field(space: Space, config: dict[str, Any]) -> str:
+    """Where a config's temperature schedule is written in the space: under the family's own
+    options when the family is searched (``conv.kw.temperature``), else ``conv.temperature``."""
+    family = (config.get("conv") or {}).get("family")
+    conv = space.tree.get("conv")
+    own = isinstance(conv, dict) and isinstance(conv.get(family), dict) and "temperature" in conv[family]
+    return f"{space.source}: conv.{family + '.' if own else ''}temperature"
+
+
+def _unfinished_schedules(models: list[tuple[str, ModelConfig]], epochs: int) -> list[str]:
+    """A warning per absolute temperature schedule that outlasts the proxy: such a proxy trains
+    its attention at a temperature its replay leaves behind early, unlike a ``fraction``."""
+    warnings: dict[str, None] = {}
+    for where, model in models:
+        schedule = model.temperature_schedule()
+        if schedule is not None and not schedule.finishes_within(epochs):
+            warnings[
+                f"{where}: {schedule.epochs:g} epochs of temperature annealing outlast the proxy's {epochs} "
+                f"(proxy.epochs): the proxy ends at temperature {schedule.final_value(epochs):.3g}, not "
+                f"{schedule.end:g}; a `fraction` anneals a proxy and its replay alike"
+            ] = None
+    return list(warnings)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kwsearch.records import FINISHED, StudyStore, front_of, normalized_hypervolume, objective_point
+from kwsearch.records import FINISHED, StudyStore, TrialRecord, normalized_hypervolume, objective_point
+from kwsearch.stats import Estimate, FrontNoise, accuracy_estimate, front_noise, published_claims
 
 
 @dataclass
@@ -20,11 +21,20 @@ class StudySummary:
     infeasible: int
     running: int
     duplicates: int
-    pareto: list[int]
+    pareto: list[int]  # on each config's mean accuracy over its runs (seeds, confirmation runs)
     hypervolume: float
     reference_point: list[float]
     objectives: list[str]
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)  # label -> objectives
+    # every complete trial's accuracy: the mean over its config's runs, its 95% interval, the runs
+    accuracy: dict[int, list[float | None]] = field(default_factory=dict)
+    front_costs: dict[int, dict[str, int]] = field(default_factory=dict)  # the cost objectives
+    tied_with_front: list[int] = field(default_factory=list)  # within noise of the front
+    front_within_noise: bool = False  # no front member beats another beyond noise
+    noise: list[str] = field(default_factory=list)  # what the two say, in words
+    confirmations: int = 0  # confirmation runs complete (apart from the budget)
+    baseline_accuracy: dict[str, str] = field(default_factory=dict)  # label -> accuracy and interval
+    claims: list[str] = field(default_factory=list)  # the paper's orderings among the baselines
     gpu_hours: float = 0.0
     trial_seconds: float = 0.0
     stop_reason: str | None = None  # set when the search stopped before its budget was spent
@@ -32,6 +42,55 @@ class StudySummary:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def lines(self) -> list[str]:
+        """The summary as ``kwsearch search`` prints it."""
+        counts = f"{self.complete} complete, {self.pruned} pruned, {self.failed} failed"
+        counts += f", {self.infeasible} infeasible"
+        if self.confirmations:
+            counts += f", {self.confirmations} confirmation runs"
+        out = [f"{self.name}: {counts}; hypervolume {self.hypervolume:.4f}"]
+        if self.pareto:
+            out.append("front (accuracy with its 95% interval):")
+        for number in sorted(self.pareto, key=lambda n: list(self.front_costs[n].values())):
+            accuracy, low, high, runs = self.accuracy[number]
+            seeds = f", {runs} seeds" if runs > 1 else ""
+            interval = f" (95% CI {low:.4f} to {high:.4f}{seeds})" if low is not None else ""
+            costs = "  ".join(f"{name} {cost:,}" for name, cost in self.front_costs[number].items())
+            out.append(f"  trial {number:>4}  {accuracy:.4f}{interval}  {costs}")
+        out += self.noise
+        if self.baselines:
+            out.append("baselines: " + "; ".join(self.baseline_accuracy.values()))
+        if self.claims:
+            out.append("the paper's orderings on this proxy:")
+            out += [f"  {claim}" for claim in self.claims]
+        return out
+
+
+def noise_of(store: StudyStore, trials: list[TrialRecord] | None = None) -> FrontNoise:
+    """The study's front on its configs' mean accuracies (confirmation runs included) with what
+    is within noise (:func:`kwsearch.stats.front_noise`)."""
+    record = store.record
+    extra: dict[int, list[float]] = {}
+    for run in store.confirmations():
+        if run.status == "complete":
+            extra.setdefault(run.confirms, []).append(run.accuracy)
+    return front_noise(
+        trials if trials is not None else store.trials(),
+        record.objectives,
+        images=record.proxy_val_images,
+        extra_runs=extra,
+    )
+
+
+def baseline_estimates(store: StudyStore) -> dict[str, Estimate]:
+    """Each complete baseline's accuracy with its interval, by label."""
+    images = store.record.proxy_val_images
+    return {
+        t.baseline: accuracy_estimate([t.accuracy], int(t.history[-1].get("val_images") or 0) or images)
+        for t in store.baselines()
+        if t.status == "complete" and t.history
+    }
 
 
 def summarize(store: StudyStore) -> StudySummary:
@@ -41,9 +100,16 @@ def summarize(store: StudyStore) -> StudySummary:
     counts = {status: 0 for status in (*FINISHED, "duplicate", "running", "waiting")}
     for trial in trials:
         counts[trial.status] += 1
-    front = front_of(trials, objectives)
-    points = [objective_point(t.objectives(objectives), objectives) for t in front]
+    noise = noise_of(store, trials)
+    by_number = {t.number: t for t in trials}
+    points = [
+        objective_point(
+            {**by_number[n].objectives(objectives), "accuracy": noise.estimates[n].value}, objectives
+        )
+        for n in noise.front
+    ]
     seconds = sum(t.seconds or 0.0 for t in trials)
+    estimates = baseline_estimates(store)
     baselines = {}
     for trial in store.baselines():
         values = trial.objectives(objectives)
@@ -58,11 +124,21 @@ def summarize(store: StudyStore) -> StudySummary:
         infeasible=counts["infeasible"],
         running=counts["running"],
         duplicates=counts["duplicate"],
-        pareto=sorted(t.number for t in front),
+        pareto=noise.front,
         hypervolume=normalized_hypervolume(points, record.reference_point) if record.reference_point else 0.0,
         reference_point=record.reference_point,
         objectives=objectives,
         baselines=baselines,
+        accuracy={n: [e.value, e.low, e.high, e.runs] for n, e in noise.estimates.items()},
+        front_costs={
+            n: {k: by_number[n].objectives(objectives)[k] for k in objectives[1:]} for n in noise.front
+        },
+        tied_with_front=noise.tied,
+        front_within_noise=noise.within_noise,
+        noise=noise.describe(),
+        confirmations=sum(c.status == "complete" for c in store.confirmations()),
+        baseline_accuracy={label: f"{label} {e.describe()}" for label, e in estimates.items()},
+        claims=[claim.describe() for claim in published_claims(estimates)],
         gpu_hours=seconds * record.gpus_per_trial / 3600,
         trial_seconds=seconds,
     )

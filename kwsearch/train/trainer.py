@@ -216,6 +216,7 @@ def fit(
                 "train_accuracy": correct.item() / max(seen, 1),
                 "val_loss": val_loss,
                 "val_accuracy": val_accuracy,
+                "val_images": getattr(val, "num_samples", None),  # what the accuracy's interval rests on
                 "lr": lr,
                 # the value the epoch's last step trained with
                 "temperature": temperature.value(step / steps_per_epoch, recipe.epochs)
@@ -226,6 +227,7 @@ def fit(
             }
             if test is not None:
                 metrics["test_loss"], metrics["test_accuracy"] = evaluate(network, test, device, recipe)
+                metrics["test_images"] = getattr(test, "num_samples", None)
             history.append(metrics)
             if checkpoint_dir is not None:
                 save_checkpoint(
