@@ -22,7 +22,8 @@ def _format(name: str, value: float) -> str:
 
 
 class SearchProgress:
-    """Call :meth:`changed` whenever the storage changed; it redraws at most once a second."""
+    """Call :meth:`changed` whenever the storage changed; it redraws (or, piped, prints the trials
+    finished since) at most once a second, and always at the end."""
 
     def __init__(
         self,
@@ -52,11 +53,14 @@ class SearchProgress:
             self._live.__exit__(*exc)
 
     def changed(self, force: bool = False) -> None:
+        # at most once a second: reading the whole study for every proposal and epoch would cost
+        # the driver time that grows with the study
+        now = time.monotonic()
+        if not force and now - self._last_draw < REFRESH_SECONDS:
+            return
+        self._last_draw = now
         if self.interactive:
-            now = time.monotonic()
-            if force or now - self._last_draw >= REFRESH_SECONDS:
-                self._last_draw = now
-                self._live.update(self._render(summarize(self.store)))
+            self._live.update(self._render(summarize(self.store)))
         else:
             self._announce_finished()
 
