@@ -1,13 +1,13 @@
 """One study in one Optuna storage: its record, its search trials, the baselines trained beside
-them, the confirmation runs of its front and the replays of its winners.
+them, the confirmation runs of its front, the replays of its winners and its calibration.
 
 They are Optuna studies in the same storage: ``NAME`` (the search, which the sampler learns
 from), ``NAME.references`` (the baselines: configs outside the space, kept apart so that samplers
 never learn from them), ``NAME.confirmations`` (front members trained again with more proxy
-seeds) and ``NAME.replays``. Everything goes through Optuna's public ``Study`` and
-``Trial``, except two things Optuna offers no public call for, done on the storage this module
-opened itself: putting a dead driver's RUNNING trials back to WAITING, and reopening a RUNNING
-trial by its number to continue it.
+seeds), ``NAME.replays`` and ``NAME.calibration`` (its plan and runs). Everything goes through
+Optuna's public ``Study`` and ``Trial``, except two things Optuna offers no public call for, done
+on the storage this module opened itself: putting a dead driver's RUNNING trials back to WAITING,
+and reopening a RUNNING trial by its number to continue it.
 """
 
 from __future__ import annotations
@@ -19,20 +19,28 @@ import optuna
 from optuna.trial import TrialState
 
 from kwsearch.records._access import Storage, StoreError, open_storage, storage_name
-from kwsearch.records._study import StudyRecord
-from kwsearch.records._trial import PROXY_TRIAL, ReplayRecord, TrialRecord
-from kwsearch.records._write import ReplayWriter, TrialWriter, frozen_replay, frozen_trial
+from kwsearch.records._study import CalibrationPlan, StudyRecord
+from kwsearch.records._trial import KIND, PROXY_TRIAL, CalibrationRecord, ReplayRecord, TrialRecord
+from kwsearch.records._write import (
+    CalibrationWriter,
+    ReplayWriter,
+    TrialWriter,
+    frozen_replay,
+    frozen_trial,
+)
 
 BASELINES_SUFFIX = ".references"  # the name schema 1 gave the baselines' study
 REPLAYS_SUFFIX = ".replays"
 CONFIRMATIONS_SUFFIX = ".confirmations"
+CALIBRATION_SUFFIX = ".calibration"
 _REPLAY_RECIPE = "recipe"
 _EXPLORED = "explored"
 
 
 def is_companion(name: str) -> bool:
-    """True for the names of the baselines' and replays' studies (not studies of their own)."""
-    return name.endswith((BASELINES_SUFFIX, REPLAYS_SUFFIX, CONFIRMATIONS_SUFFIX))
+    """True for the names of the baselines', confirmations', replays' and calibration's studies
+    (not studies of their own)."""
+    return name.endswith((BASELINES_SUFFIX, REPLAYS_SUFFIX, CONFIRMATIONS_SUFFIX, CALIBRATION_SUFFIX))
 
 
 class StudyStore:
@@ -178,6 +186,33 @@ class StudyStore:
         """The RUNNING replay ``number`` (a dead driver's), to continue writing it."""
         study = self._companion(REPLAYS_SUFFIX, create=True)
         return ReplayWriter(study, optuna.trial.Trial(study, self._id_of(study, number)))
+
+    # -- the calibration ------------------------------------------------------------------------
+
+    def calibration_plan(self) -> CalibrationPlan | None:
+        """What the study's calibration measures (None before the first calibration)."""
+        study = self._companion(CALIBRATION_SUFFIX, create=False)
+        return CalibrationPlan.from_attributes(study.user_attrs) if study is not None else None
+
+    def write_calibration_plan(self, plan: CalibrationPlan) -> None:
+        study = self._companion(CALIBRATION_SUFFIX, create=True)
+        for key, value in plan.attributes().items():
+            study.set_user_attr(key, value)
+
+    def calibration_runs(self) -> list[CalibrationRecord]:
+        """Every calibration run (a run killed before it was described is left out)."""
+        study = self._companion(CALIBRATION_SUFFIX, create=False)
+        trials = study.get_trials(deepcopy=False) if study is not None else []
+        return [CalibrationRecord.from_frozen(t) for t in trials if KIND in t.user_attrs]
+
+    def ask_calibration(self) -> CalibrationWriter:
+        study = self._companion(CALIBRATION_SUFFIX, create=True)
+        return CalibrationWriter(study, study.ask())
+
+    def reopen_calibration(self, number: int) -> CalibrationWriter:
+        """The RUNNING calibration run ``number`` (a dead driver's), to continue writing it."""
+        study = self._companion(CALIBRATION_SUFFIX, create=True)
+        return CalibrationWriter(study, optuna.trial.Trial(study, self._id_of(study, number)))
 
     # -- records written whole (imports, benchmarks, tests) --------------------------------------
 

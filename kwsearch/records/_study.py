@@ -1,5 +1,5 @@
 """What a stored study holds besides its trials: the settings it runs by and what was fixed when
-it started (:class:`StudyRecord`)."""
+it started (:class:`StudyRecord`), and what its calibration measures (:class:`CalibrationPlan`)."""
 
 from __future__ import annotations
 
@@ -112,3 +112,84 @@ class StudyRecord:
         history carried ``val_images``."""
         size = (self.settings.get("proxy") or {}).get("val_size")
         return size if isinstance(size, int) else None
+
+
+# User attributes of a study's calibration (the Optuna study NAME.calibration).
+_CONFIGS = "configs"
+_SEEDS = "seeds"
+_FULL_SEEDS = "full_seeds"
+_PROXY_RECIPE = "proxy_recipe"
+_FULL_RECIPE = "full_recipe"
+_TARGET = "target"
+_SAMPLE_SEED = "sample_seed"
+_CREATED = "created"
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """One config a calibration measures: ``config`` as sampled from the space (what search trials
+    and replays store), ``model`` the model config it parses to (what baselines store), its
+    costs, and the search trial it is (a member of the front) or None (sampled)."""
+
+    config: dict[str, Any]
+    model: dict[str, Any]
+    costs: Costs
+    trial: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config,
+            "model": self.model,
+            "costs": self.costs.as_dict(),
+            "trial": self.trial,
+        }
+
+    @classmethod
+    def from_dict(cls, stored: dict[str, Any]) -> CalibrationConfig:
+        return cls(stored["config"], stored["model"], Costs.from_dict(stored["costs"]), stored.get("trial"))
+
+
+@dataclass(frozen=True)
+class CalibrationPlan:
+    """What a study's calibration measures, fixed by its first run so that a resumed calibration
+    measures the same: the configs, the proxy seeds and the full seeds, and the two recipes (as
+    dumped, with the base seed; each run sets its own). ``target`` is the Spearman a cheaper
+    proxy must reach (the last one asked for)."""
+
+    configs: list[CalibrationConfig]
+    seeds: list[int]
+    full_seeds: list[int]
+    proxy_recipe: dict[str, Any]
+    full_recipe: dict[str, Any]
+    target: float
+    sample_seed: int
+    created: float | None = None
+
+    def attributes(self) -> dict[str, Any]:
+        """The study user attributes this plan is stored as."""
+        return {
+            _CONFIGS: [c.as_dict() for c in self.configs],
+            _SEEDS: self.seeds,
+            _FULL_SEEDS: self.full_seeds,
+            _PROXY_RECIPE: self.proxy_recipe,
+            _FULL_RECIPE: self.full_recipe,
+            _TARGET: self.target,
+            _SAMPLE_SEED: self.sample_seed,
+            _CREATED: self.created,
+        }
+
+    @classmethod
+    def from_attributes(cls, attrs: dict[str, Any]) -> CalibrationPlan | None:
+        """The plan stored as ``attrs``; None when there is none."""
+        if _CONFIGS not in attrs:
+            return None
+        return cls(
+            configs=[CalibrationConfig.from_dict(c) for c in attrs[_CONFIGS]],
+            seeds=list(attrs[_SEEDS]),
+            full_seeds=list(attrs[_FULL_SEEDS]),
+            proxy_recipe=attrs[_PROXY_RECIPE],
+            full_recipe=attrs[_FULL_RECIPE],
+            target=float(attrs[_TARGET]),
+            sample_seed=int(attrs[_SAMPLE_SEED]),
+            created=attrs.get(_CREATED),
+        )

@@ -1,5 +1,6 @@
-"""What one stored trial holds: a search or baseline trial (:class:`TrialRecord`) or a replay
-(:class:`ReplayRecord`), read from Optuna's ``FrozenTrial``.
+"""What one stored trial holds: a search or baseline trial (:class:`TrialRecord`), a replay
+(:class:`ReplayRecord`) or a calibration run (:class:`CalibrationRecord`), read from Optuna's
+``FrozenTrial``.
 
 The attribute names below are the storage format; nothing outside this package spells them.
 """
@@ -39,6 +40,7 @@ EXPORT = "export"
 VAL_ACCURACY = "val_accuracy"
 TEST_ACCURACY = "test_accuracy"
 RESUMED_FROM_EPOCH = "resumed_from_epoch"
+KIND = "kind"  # a calibration run's recipe: proxy or full
 
 
 @dataclass(frozen=True)
@@ -224,3 +226,47 @@ class ReplayRecord:
             RESUMED_FROM_EPOCH: self.resumed_from_epoch,
         }
         return {key: value for key, value in attrs.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class CalibrationRecord:
+    """A stored calibration run: one config of a calibration trained by the study's proxy recipe
+    (``kind`` proxy) or its full recipe (``kind`` full) with one seed."""
+
+    number: int
+    status: Status  # complete, failed, running
+    kind: Literal["proxy", "full"]
+    seed: int
+    config: dict[str, Any]  # as sampled from the space (what search trials store)
+    costs: Costs | None
+    recipe: dict[str, Any] | None
+    history: History = field(default_factory=list)
+    val_accuracy: float | None = None
+    test_accuracy: float | None = None
+    seconds: float = 0.0  # wall time, summed over interrupted attempts
+    export: Path | None = None  # the run's folder (its checkpoint)
+    error: str | None = None
+    traceback: str | None = None
+    resumed_from_epoch: int | None = None
+
+    @classmethod
+    def from_frozen(cls, trial: FrozenTrial) -> CalibrationRecord:
+        attrs = trial.user_attrs
+        export = attrs.get(EXPORT)
+        return cls(
+            number=trial.number,
+            status=_status(trial),
+            kind=attrs[KIND],
+            seed=int(attrs[SEED]),
+            config=attrs[CONFIG],
+            costs=Costs.from_dict(attrs.get(COSTS)),
+            recipe=attrs.get(RECIPE),
+            history=list(attrs.get(HISTORY) or []),
+            val_accuracy=attrs.get(VAL_ACCURACY),
+            test_accuracy=attrs.get(TEST_ACCURACY),
+            seconds=float(attrs.get(SECONDS) or 0.0),
+            export=Path(export) if export else None,
+            error=attrs.get(ERROR),
+            traceback=attrs.get(TRACEBACK),
+            resumed_from_epoch=attrs.get(RESUMED_FROM_EPOCH),
+        )

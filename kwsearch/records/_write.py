@@ -98,8 +98,9 @@ class TrialWriter:
             self._study.tell(self.trial, state=TrialState.FAIL)
 
 
-class ReplayWriter:
-    """A replay being written: one proxy trial's config trained by the full recipe, one seed."""
+class _RunWriter:
+    """A run of a companion study being written (a replay, a calibration run): its history as
+    epochs finish, then how it ended."""
 
     def __init__(self, study: optuna.Study, trial: optuna.Trial) -> None:
         self._study = study
@@ -108,27 +109,6 @@ class ReplayWriter:
     @property
     def number(self) -> int:
         return self._trial.number
-
-    def start(
-        self,
-        *,
-        proxy_trial: int,
-        seed: int,
-        config: dict[str, Any],
-        costs: Costs | None,
-        recipe: dict[str, Any],
-        export: Path,
-    ) -> None:
-        attrs = {
-            keys.PROXY_TRIAL: proxy_trial,
-            keys.SEED: seed,
-            keys.CONFIG: config,
-            keys.COSTS: costs.as_dict() if costs else {},
-            keys.RECIPE: recipe,
-            keys.EXPORT: str(export),
-        }
-        for key, value in attrs.items():
-            self._trial.set_user_attr(key, value)
 
     def record_history(self, history: History) -> None:
         self._trial.set_user_attr(keys.HISTORY, history)
@@ -156,6 +136,61 @@ class ReplayWriter:
         self._trial.set_user_attr(keys.ERROR, error)
         self._trial.set_user_attr(keys.STATUS, "failed")
         self._study.tell(self._trial, state=TrialState.FAIL)
+
+    def _describe(self, attrs: dict[str, Any]) -> None:
+        for key, value in attrs.items():
+            self._trial.set_user_attr(key, value)
+
+
+class ReplayWriter(_RunWriter):
+    """A replay being written: one proxy trial's config trained by the full recipe, one seed."""
+
+    def start(
+        self,
+        *,
+        proxy_trial: int,
+        seed: int,
+        config: dict[str, Any],
+        costs: Costs | None,
+        recipe: dict[str, Any],
+        export: Path,
+    ) -> None:
+        self._describe(
+            {
+                keys.PROXY_TRIAL: proxy_trial,
+                keys.SEED: seed,
+                keys.CONFIG: config,
+                keys.COSTS: costs.as_dict() if costs else {},
+                keys.RECIPE: recipe,
+                keys.EXPORT: str(export),
+            }
+        )
+
+
+class CalibrationWriter(_RunWriter):
+    """A calibration run being written: one config trained by the proxy or the full recipe, one
+    seed."""
+
+    def start(
+        self,
+        *,
+        kind: str,
+        seed: int,
+        config: dict[str, Any],
+        costs: Costs,
+        recipe: dict[str, Any],
+        export: Path,
+    ) -> None:
+        self._describe(
+            {
+                keys.KIND: kind,
+                keys.SEED: seed,
+                keys.CONFIG: config,
+                keys.COSTS: costs.as_dict(),
+                keys.RECIPE: recipe,
+                keys.EXPORT: str(export),
+            }
+        )
 
 
 def frozen_trial(trial: TrialRecord, objectives: list[str]) -> FrozenTrial:
