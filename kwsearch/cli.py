@@ -343,5 +343,97 @@ def replay(
         raise typer.Exit(code=1)
 
 
+@app.command()
+def calibrate(
+    study_yaml: Path = typer.Argument(..., help="A study (YAML)."),
+    configs: int | None = typer.Option(
+        None, "--configs", help="Configs to measure (default 8; a calibrated study keeps its own)."
+    ),
+    seeds: int | None = typer.Option(
+        None, "--seeds", help="Proxy seeds per config (default 2; a calibrated study may be given more)."
+    ),
+    target: float | None = typer.Option(
+        None, "--target", help="The Spearman's rho a proxy must reach (default 0.9)."
+    ),
+    storage: str | None = typer.Option(
+        None, "--storage", help="Optuna storage URL (default: the study file's, or sqlite under runs/NAME/)."
+    ),
+    address: str | None = typer.Option(None, "--address", help="Join this Ray cluster (default: local Ray)."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where studies keep their files."),
+    as_json: bool = typer.Option(False, "--json", help="End with one JSON line: the calibration."),
+) -> None:
+    """Measure how well the study's proxy ranks configs like full training (or continue that), and
+    which cheaper proxy ranks well enough."""
+    from kwsearch.calibrate import CalibrationError
+    from kwsearch.calibrate.runner import run_calibration
+    from kwsearch.execution import ClusterError
+    from kwsearch.records import StudyBusy
+    from kwsearch.search import StudyError, load_study
+
+    try:
+        summary = run_calibration(
+            load_study(study_yaml),
+            configs=configs,
+            seeds=seeds,
+            target=target,
+            storage=storage,
+            address=address,
+            runs_dir=runs_dir,
+            progress=lambda line: typer.echo(line, err=True),
+        )
+    except (CalibrationError, StudyError, ClusterError) as error:
+        raise _bad_input(str(error)) from None
+    except StudyBusy as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=1) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted: run the same command to continue the calibration", err=True)
+        raise typer.Exit(code=130) from None
+    if as_json:
+        typer.echo(json.dumps(summary.as_dict()))
+    else:
+        _print_calibration(summary.calibration)
+        typer.echo(f"runs: {summary.folder}")
+    for failure in summary.failed:
+        typer.echo(
+            f"error: {failure['kind']} config {failure['config']} seed {failure['seed']}: {failure['error']}",
+            err=True,
+        )
+    if summary.interrupted:
+        typer.echo("interrupted: run the same command to continue the calibration", err=True)
+        raise typer.Exit(code=130)
+    if summary.failed:
+        raise typer.Exit(code=1)
+
+
+def _print_calibration(calibration) -> None:
+    """A calibration as a person reads it: each config, the cheaper proxies, the verdict."""
+
+    def accuracy(mean: float | None, std: float | None) -> str:
+        return "   –   " if mean is None else f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+
+    typer.echo(f"{'config':>6}  {'trial':>5}  {'params':>12}  {'proxy':<16}  full")
+    for row in calibration.configs:
+        trial = "" if row["trial"] is None else str(row["trial"])
+        proxy, full = (
+            accuracy(row["proxy_mean"], row["proxy_std"]),
+            accuracy(row["full_mean"], row["full_std"]),
+        )
+        typer.echo(f"{row['index']:>6}  {trial:>5}  {row['params']:>12,}  {proxy:<16}  {full}")
+    typer.echo("cheaper proxies (Spearman's rho against full training, 95% bootstrap interval):")
+    for proxy in calibration.cheap_proxies:
+        rho = proxy.spearman
+        interval = rho.bootstrap_ci95 if rho else None
+        figure = (
+            "–"
+            if rho is None
+            else f"{rho.value:.3f}" + (f" ({interval[0]:.3f} to {interval[1]:.3f})" if interval else "")
+        )
+        mark = "  meets the target" if proxy.meets_target else ""
+        typer.echo(f"  {proxy.cost:>5.0%}  {proxy.label}: {figure}{mark}")
+    for line in calibration.verdict:
+        typer.echo(line)
+
+
 def main() -> None:
     app()
