@@ -1,7 +1,7 @@
 """What the report computes from a study's tables: hypervolume over time, which settings matter
-(importances, effects per value, paired differences of grid ablations), config differences, and
-proxy-versus-full rank agreement. Each function returns a DataFrame, or a message (str) saying
-why there is nothing to show."""
+(importances, effects per value, paired differences of grid ablations), config differences,
+proxy-versus-full rank agreement and the proxy's calibration. Each function returns a DataFrame,
+or a message (str) saying why there is nothing to show."""
 
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ import pandas as pd
 from optuna.distributions import CategoricalDistribution
 from scipy import stats
 
+from kwsearch.calibrate import Calibration
 from kwsearch.pareto import dominates
 from kwsearch.report.data import StudyData, point_of, present
+from kwsearch.stats import default_top_k
 
 MAX_LEVELS = 8  # a numeric dimension with more distinct values is binned into quartiles
 
@@ -176,6 +178,76 @@ def proxy_vs_full(data: StudyData) -> pd.DataFrame | str:
     columns = ["trial", "proxy_accuracy", "full_accuracy", "full_std", "seeds", "params"]
     table = pd.DataFrame([{k: p.get(k) for k in columns} for p in pairs], columns=columns)
     return table.rename(columns={"trial": "number"}).sort_values("number")
+
+
+def fidelity_figures(calibration: Calibration) -> pd.DataFrame:
+    """The calibration's rank agreements, one row per figure: the proxy against full training,
+    and the proxy's first two seeds against each other (its own ceiling)."""
+    rows = []
+    compared = [("proxy against full", calibration.agreement)]
+    if calibration.noise.seed_agreement is not None:
+        compared.append(("proxy seed against seed", calibration.noise.seed_agreement))
+    for comparison, agreement in compared:
+        for name, found, fisher in (
+            ("Spearman's rho", agreement.spearman, True),
+            ("Kendall's tau", agreement.kendall, True),
+            (f"top-{default_top_k(agreement.n)} overlap", agreement.top_k, False),  # no closed form
+        ):
+            rows.append(
+                {
+                    "comparison": comparison,
+                    "figure": name,
+                    "configs": agreement.n,
+                    "value": None if found is None else found.value,
+                    "95% bootstrap interval": _interval(found.bootstrap_ci95 if found else None),
+                    "95% interval (Fisher z)": _interval(found.ci95 if found and fisher else None),
+                    "p-value": None if found is None else found.p_value,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def fidelity_configs(calibration: Calibration) -> pd.DataFrame:
+    """One row per calibrated config: its costs, proxy and full accuracy (mean and standard
+    deviation over seeds) and which runs they come from."""
+    rows = [
+        {
+            "config": row["index"],
+            "trial": row["trial"],
+            "params": row["params"],
+            "proxy_accuracy": row["proxy_mean"],
+            "proxy_std": row["proxy_std"],
+            "full_accuracy": row["full_mean"],
+            "full_std": row["full_std"],
+            "runs": ", ".join(r["source"] for r in row["proxy_runs"] + row["full_runs"]),
+        }
+        for row in calibration.configs
+    ]
+    return pd.DataFrame(rows)
+
+
+def cheap_proxy_table(calibration: Calibration) -> pd.DataFrame:
+    """Each cheaper proxy read from the learning curves: its cost, Spearman's rho against full
+    training with its 95% bootstrap interval, and whether it meets the target."""
+    rows = []
+    for proxy in calibration.cheap_proxies:
+        rho = proxy.spearman
+        rows.append(
+            {
+                "proxy": proxy.label,
+                "cost (share of the proxy)": f"{proxy.cost:.0%}",
+                "seconds per run": proxy.seconds,
+                "Spearman ρ": None if rho is None else rho.value,
+                "95% bootstrap interval": _interval(rho.bootstrap_ci95 if rho else None),
+                "meets the target": "yes" if proxy.meets_target else "no",
+                "so does the interval's low end": "yes" if proxy.interval_meets_target else "no",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _interval(bounds: list[float] | None) -> str | None:
+    return None if bounds is None else f"{bounds[0]:.3f} to {bounds[1]:.3f}"
 
 
 def config_diff(config: dict[str, Any] | None, baseline: dict[str, Any] | None) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 from optuna.distributions import CategoricalDistribution
 
+from kwsearch.calibrate import Calibration, calibration_of
 from kwsearch.records import (
     Storage,
     StoreError,
@@ -58,6 +59,7 @@ class StudyData:
     dimensions: dict[str, list[Any] | None]  # searched parameter -> its choices in order (None: numeric)
     target: str  # what `kwsearch replay` is given: the study file, or the name
     front: list[int] = field(default_factory=list)  # Pareto-optimal trial numbers
+    calibration: Calibration | None = None  # how well the proxy ranks (None: never calibrated)
 
     @property
     def objectives(self) -> list[str]:
@@ -100,8 +102,8 @@ def replay_command(target: str, number: int) -> str:
 
 
 def load(storage: Storage, name: str, target: str | None = None) -> StudyData:
-    """Read study ``name`` (its trials, baselines and replays) from the storage at ``storage``;
-    ``target`` is what replay commands name (default: the study's name).
+    """Read study ``name`` (its trials, baselines, replays and calibration) from the storage at
+    ``storage``; ``target`` is what replay commands name (default: the study's name).
 
     Raises ReportError when the storage cannot be read or holds no study of that name."""
     try:
@@ -157,6 +159,7 @@ def load(storage: Storage, name: str, target: str | None = None) -> StudyData:
         dimensions=_dimensions(trials),
         target=target or name,
         front=front,
+        calibration=calibration_of(store),
     )
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from kwsearch.calibrate import CheapProxy
 from kwsearch.report.data import StudyData, present
 
 TEMPLATE = "plotly_white"
@@ -259,6 +260,83 @@ def proxy_vs_full(table: pd.DataFrame) -> go.Figure:
         height=420,
         xaxis_title="proxy accuracy",
         yaxis_title="full accuracy (mean over replay seeds)",
+        margin={"l": 60, "r": 20, "t": 30, "b": 50},
+    )
+    return fig
+
+
+def calibration(table: pd.DataFrame) -> go.Figure:
+    """Each calibrated config's proxy accuracy against its full accuracy, with bars of one
+    standard deviation over seeds."""
+    compared = table.dropna(subset=["proxy_accuracy", "full_accuracy"])
+    labels = [
+        f"config {c}" + ("" if not present(t) else f" (trial {int(t)})")
+        for c, t in zip(compared["config"], compared["trial"], strict=True)
+    ]
+    fig = go.Figure(
+        go.Scatter(
+            x=compared["proxy_accuracy"],
+            y=compared["full_accuracy"],
+            error_x={"type": "data", "array": compared["proxy_std"].fillna(0).tolist()},
+            error_y={"type": "data", "array": compared["full_std"].fillna(0).tolist()},
+            mode="markers+text",
+            text=[str(c) for c in compared["config"]],
+            textposition="top center",
+            customdata=labels,
+            marker={"size": 9},
+            hovertemplate="%{customdata}<br>proxy %{x:.4f}<br>full %{y:.4f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        template=TEMPLATE,
+        height=420,
+        xaxis_title="proxy accuracy (mean over proxy seeds)",
+        yaxis_title="full accuracy (mean over full seeds)",
+        margin={"l": 60, "r": 20, "t": 30, "b": 50},
+    )
+    return fig
+
+
+def cheap_proxies(proxies: list[CheapProxy], target: float) -> go.Figure:
+    """Each cheaper proxy's Spearman's rho against full training (with its 95% bootstrap
+    interval) against its cost, and the target as a dashed line."""
+    shown = [p for p in proxies if p.spearman is not None]
+    low = [p.spearman.value - p.spearman.bootstrap_ci95[0] if p.spearman.bootstrap_ci95 else 0 for p in shown]
+    high = [
+        p.spearman.bootstrap_ci95[1] - p.spearman.value if p.spearman.bootstrap_ci95 else 0 for p in shown
+    ]
+    fig = go.Figure(
+        go.Scatter(
+            x=[p.cost for p in shown],
+            y=[p.spearman.value for p in shown],
+            # a color of its own: bars take the marker's by default, which is one per point here
+            error_y={"type": "data", "array": high, "arrayminus": low, "color": "rgb(100,100,100)"},
+            mode="markers+text",
+            text=[p.name for p in shown],
+            textposition="middle right",
+            customdata=[escape(p.label) for p in shown],
+            marker={
+                "size": 10,
+                "color": ["rgb(44,160,44)" if p.meets_target else "rgb(31,119,180)" for p in shown],
+            },
+            hovertemplate="%{customdata}<br>cost %{x:.0%}<br>Spearman %{y:.3f}<extra></extra>",
+        )
+    )
+    fig.add_hline(y=target, line={"dash": "dash", "color": "rgb(214,39,40)"})
+    fig.add_annotation(
+        x=0, xref="paper", y=target, text=f"target {target:g}", showarrow=False, yanchor="bottom"
+    )
+    fig.update_layout(
+        template=TEMPLATE,
+        height=380,
+        # room right of the full proxy's cost for the names of the scores there
+        xaxis={
+            "title": "cost (share of the proxy's training)",
+            "tickformat": ".0%",
+            "range": [0, 1.3],
+            "tickvals": [0, 0.25, 0.5, 0.75, 1],
+        },
+        yaxis={"title": "Spearman's rho against full training", "range": [-1.05, 1.05]},
         margin={"l": 60, "r": 20, "t": 30, "b": 50},
     )
     return fig

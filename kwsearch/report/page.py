@@ -52,7 +52,10 @@ def render(data: StudyData) -> str:
         body += _learning_curves(data)
         body += _top_configurations(data)
         body += _proxy_vs_full(data)
+        body += _proxy_fidelity(data)
         body += _problems(data)
+    elif data.calibration is not None:  # calibrated before any search
+        body += _proxy_fidelity(data)
     body.append(
         f'<p class="muted">Generated {escape(time.strftime("%Y-%m-%d %H:%M:%S"))} by kwsearch '
         f"{escape(__version__)} from <code>{escape(data.storage)}</code>. The data behind this page is in "
@@ -282,7 +285,12 @@ def _top_configurations(data: StudyData) -> list[str]:
 
 
 def _proxy_vs_full(data: StudyData) -> list[str]:
-    parts = ["<h2>Proxy against full training</h2>"]
+    parts = [
+        "<h2>Proxy against full training</h2>",
+        "<p class='muted'>The replayed trials were chosen by the proxy itself, mostly from its front; "
+        "how well the proxy ranks configs across the whole space is measured in "
+        "<a href='#proxy-fidelity'>Proxy fidelity</a>.</p>",
+    ]
     found = analysis.proxy_vs_full(data)
     if isinstance(found, str):
         return [*parts, f"<p>{escape(found)}</p>"]
@@ -296,6 +304,50 @@ def _proxy_vs_full(data: StudyData) -> list[str]:
     parts.append(_plot(figures.proxy_vs_full(table)))
     parts.append(_table(table))
     return parts
+
+
+def _proxy_fidelity(data: StudyData) -> list[str]:
+    """How well the proxy ranks configs like full training (``kwsearch calibrate``), its own seed
+    noise, and the cheaper proxies its learning curves hold."""
+    parts = ["<h2 id='proxy-fidelity'>Proxy fidelity</h2>"]
+    calibration = data.calibration
+    if calibration is None:
+        command = f"kwsearch calibrate {data.target}"
+        return [
+            *parts,
+            f"<p>Not measured. <code>{escape(command)}</code> trains configs spread over the space's "
+            "cost range by the proxy and by the full recipe and measures how well the proxy ranks them "
+            "(see docs/fidelity.md).</p>",
+        ]
+    parts.append("<ul>" + "".join(f"<li>{escape(line)}</li>" for line in calibration.verdict) + "</ul>")
+    members = sum(row["trial"] is not None for row in calibration.configs)
+    parts.append(
+        f"<p class='muted'>{len(calibration.configs)} configs spread over the space's cost range "
+        f"({members} of them from the front when calibrated), trained by the proxy with seeds "
+        f"{_seeds(calibration.seeds)} and "
+        f"by the full recipe with seeds {_seeds(calibration.full_seeds)}: "
+        f"{calibration.runs['done']} of {calibration.runs['total']} runs finished, "
+        f"{calibration.runs['reused']} of them by the search, its baselines or replays. A config's "
+        "proxy accuracy is its last validation accuracy, its full accuracy its test accuracy, each "
+        "averaged over seeds.</p>"
+    )
+    parts.append(_table(analysis.fidelity_figures(calibration)))
+    configs = analysis.fidelity_configs(calibration)
+    parts.append(_plot(figures.calibration(configs)))
+    parts.append(_table(configs, mono={"runs"}))
+    parts.append(
+        "<h3>Cheaper proxies</h3><p class='muted'>Scores read from the same learning curves, at no "
+        "extra training: the validation accuracy after each epoch, and minus the summed training loss "
+        "and minus the last validation loss (a lower loss ranks higher). Each is ranked against full "
+        f"training; it meets the target when its Spearman's rho is at least {calibration.target:g}.</p>"
+    )
+    parts.append(_plot(figures.cheap_proxies(calibration.cheap_proxies, calibration.target)))
+    parts.append(_table(analysis.cheap_proxy_table(calibration)))
+    return parts
+
+
+def _seeds(seeds: list[int]) -> str:
+    return ", ".join(str(s) for s in seeds)
 
 
 def _problems(data: StudyData) -> list[str]:
