@@ -1,13 +1,19 @@
 """Shared test tools: a trained-looking parameter state, the plain per-sample reference, an
-interrupted training run, and a local HTTP mirror for download tests."""
+interrupted training run, a driver killed mid-run, and a local HTTP mirror for download tests."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
+import os
+import signal
+import subprocess
 import threading
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
@@ -57,6 +63,58 @@ def interrupt_after_epoch(train: Callable[..., object], epoch: int) -> None:
 
     with pytest.raises(Interrupt):
         train(on_epoch=stop)
+
+
+def checkpoint_epoch(folder) -> int:
+    """The last epoch checkpointed in ``folder`` (0 when there is no checkpoint yet)."""
+    from kwsearch.train.checkpoint import load_checkpoint
+
+    try:
+        saved = load_checkpoint(folder)
+    except Exception:  # not there yet, or being written
+        return 0
+    return saved["epoch"] if saved else 0
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes ``pid`` started, and theirs (read from /proc)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def kill_when_a_run_is_half_done(command, folders, epochs: int, timeout=240) -> None:
+    """Start ``command`` in its own session; SIGKILL it (and every process it started, Ray's
+    included) once the checkpoint in one of ``folders`` is past its first epoch and short of its
+    last (``epochs``)."""
+    process = subprocess.Popen(
+        command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline:
+            assert process.poll() is None, "the command finished before it could be interrupted"
+            if any(1 <= checkpoint_epoch(f) < epochs for f in folders):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("no run reached its first checkpoint in time")
+    finally:
+        started = descendants(process.pid)
+        os.killpg(process.pid, signal.SIGKILL)
+        for child in started:  # any that left the session (Ray's own daemons)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+        process.wait()
 
 
 def assert_rel_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-6) -> None:

@@ -2,13 +2,7 @@
 driver (every run resumes from its last checkpoint), skips finished runs, stores results linked to
 the proxy trials, and its models load back with `kwsearch.load`."""
 
-import contextlib
-import os
-import signal
-import subprocess
 import sys
-import time
-from pathlib import Path
 
 import optuna
 import pytest
@@ -25,7 +19,7 @@ from kwsearch.replay.runner import run_replay
 from kwsearch.search import load_study, summarize
 from kwsearch.search.runner import run_search
 from kwsearch.train import evaluate, load_recipe, train_model
-from kwsearch.train.checkpoint import load_checkpoint
+from tests.helpers import checkpoint_epoch, kill_when_a_run_is_half_done
 
 pytestmark = pytest.mark.slow
 
@@ -78,54 +72,6 @@ def replays_of(runs):
     return optuna.load_study(study_name="tiny.replays", storage=storage).get_trials()
 
 
-def checkpoint_epoch(folder):
-    try:
-        saved = load_checkpoint(folder)
-    except Exception:  # not there yet
-        return 0
-    return saved["epoch"] if saved else 0
-
-
-def descendants(pid: int) -> list[int]:
-    """The processes ``pid`` started, and theirs (read from /proc)."""
-    parents = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = [], [pid]
-    while frontier:
-        children = [child for child, parent in parents.items() if parent in frontier]
-        found += children
-        frontier = children
-    return found
-
-
-def kill_when_a_run_is_half_done(command, folders, timeout=240):
-    """Start ``command`` in its own session; SIGKILL it (and every process it started, Ray's
-    included) once some run's checkpoint is past its first epoch and short of its last."""
-    process = subprocess.Popen(
-        command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.time() + timeout
-    try:
-        while time.time() < deadline:
-            assert process.poll() is None, "the replay finished before it could be interrupted"
-            if any(1 <= checkpoint_epoch(f) < EPOCHS for f in folders):
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("no run reached its first checkpoint in time")
-    finally:
-        started = descendants(process.pid)
-        os.killpg(process.pid, signal.SIGKILL)
-        for child in started:  # any that left the session (Ray's own daemons)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signal.SIGKILL)
-        process.wait()
-
-
 def test_replay_resumes_after_kill_9_skips_finished_runs_and_exports_models(searched):
     path, runs = searched
     folders = [runs / "tiny" / "replays" / f"trial{n}-seed{s}" for n in (0, 3) for s in (0, 1)]
@@ -138,7 +84,7 @@ def test_replay_resumes_after_kill_9_skips_finished_runs_and_exports_models(sear
         "--trials",
         "0,3",
     ]
-    kill_when_a_run_is_half_done([*command, "--runs-dir", str(runs)], folders)
+    kill_when_a_run_is_half_done([*command, "--runs-dir", str(runs)], folders, EPOCHS)
     interrupted = {f.name: checkpoint_epoch(f) for f in folders}
     half_done = {name: epoch for name, epoch in interrupted.items() if 1 <= epoch < EPOCHS}
     assert half_done
