@@ -81,6 +81,7 @@ def test_a_small_less_accurate_model_on_the_front_survives_a_rung():
 
 def test_halving_seeded_from_storage_ranks_new_trials_against_finished_ones():
     halving = ParetoSuccessiveHalving(EarlyStopping(min_epochs=1, reduction_factor=2), epochs=4)
-    halving.seed([("0", 1, (-0.9, 100.0)), ("1", 1, (-0.8, 50.0)), ("2", 2, (-0.9, 100.0))])
+    for key, epoch, point in [("0", 1, (-0.9, 100.0)), ("1", 1, (-0.8, 50.0)), ("2", 2, (-0.9, 100.0))]:
+        halving.record(key, epoch, point)
     assert not halving.decide("3", 1, (-0.7, 200.0))
     assert "3" in halving.stopped
