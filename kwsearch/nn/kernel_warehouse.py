@@ -8,9 +8,9 @@ finds it), so its warehouses are model parameters, counted once.
 Layers are allocated in the order ``model.modules()`` yields them, as the reference does, so a
 published model's cells start where the paper's start.
 
-Each layer's kernel is a per-sample mixture of warehouse cells. Three exact execution paths
-compute the output; the cheapest for the input at hand is chosen from FLOP and element counts
-(:mod:`kwsearch.nn.cost`):
+Each layer's kernel is a per-sample mixture of warehouse cells. Four exact execution paths
+compute the output; which runs is chosen per input shape by timing them on the device
+(:func:`kwsearch.nn.choose_paths`), or from FLOP and element counts (:mod:`kwsearch.nn.cost`):
 
 - ``grouped_conv``: assemble every sample's kernel, then one convolution grouped over the batch;
 - ``batched_matmul``: the same kernels, applied as a batched matrix multiply (1x1 and linear);
@@ -34,9 +34,10 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 from torch import nn
 
-from kwsearch.nn.cost import PathCost, cheapest
+from kwsearch.nn.cost import PathCost
 from kwsearch.nn.factory import ConvSpecError, LayerBuilder, LayerShape, register_family
 from kwsearch.nn.kw_attention import KWAttention
+from kwsearch.nn.paths import MultiPathLayer
 from kwsearch.nn.per_sample import grouped_conv, is_pointwise, output_size, pointwise_bmm
 from kwsearch.nn.temperature import KW_DEFAULT_SCHEDULE, TemperatureControlled, TemperatureSchedule
 from kwsearch.nn.warehouse import (
@@ -72,7 +73,7 @@ class KWOptions(BaseModel):
     temperature: TemperatureSchedule = KW_DEFAULT_SCHEDULE
 
 
-class KWConvNd(TemperatureControlled):
+class KWConvNd(TemperatureControlled, MultiPathLayer):
     """A convolution whose kernel is assembled per sample from cells of a shared warehouse."""
 
     # The path of the published algorithm: MAC counts use it, so they describe the config, not
@@ -90,7 +91,6 @@ class KWConvNd(TemperatureControlled):
         # A list keeps the manager out of this module's children: its parameters belong to the model once.
         self._manager = [manager]
         self.plan: WarehousePlan | None = None
-        self.path: str | None = None  # force one execution path (tests, benchmarks); None: cheapest
 
     def attach(self, plan: WarehousePlan, layer_index: int, start_cell: int) -> int:
         """Create the attention for this layer's place in ``plan``; return the next free cell."""
@@ -119,13 +119,15 @@ class KWConvNd(TemperatureControlled):
         """This layer's warehouse: (n, cell_out, cell_in, *cell_kernel)."""
         return self.manager.warehouses[self.manager.warehouse_index[self.reserved.warehouse]]
 
-    def extra_repr(self) -> str:
+    def _geometry(self) -> str:
         s = self.shape
         return (
             f"{s.in_channels}, {s.out_channels}, kernel_size={s.kernel_size}, stride={s.stride}, "
-            f"padding={s.padding}, dilation={s.dilation}, groups={s.groups}, bias={s.bias}, "
-            f"warehouse={self.reserved.warehouse!r}"
+            f"padding={s.padding}, dilation={s.dilation}, groups={s.groups}"
         )
+
+    def extra_repr(self) -> str:
+        return f"{self._geometry()}, bias={self.shape.bias}, warehouse={self.reserved.warehouse!r}"
 
     # -- execution paths -------------------------------------------------------------------------
 
@@ -196,6 +198,23 @@ class KWConvNd(TemperatureControlled):
         "cell_conv": _cell_conv,
         "input_mixing": _input_mixing,
     }
+    paths = tuple(_PATHS)
+
+    def path_unavailable(self, path: str) -> str | None:
+        s = self.shape
+        if path == "batched_matmul" and not is_pointwise(s.kernel_size, s.padding, s.groups):
+            return "needs a pointwise kernel (1x1, unpadded, ungrouped)"
+        if path in ("cell_conv", "input_mixing") and (self.dims != 2 or s.groups != 1):
+            return "needs an ungrouped 2-d convolution"
+        return None
+
+    def path_signature(self) -> str:
+        m = self.mixtures
+        return (
+            f"{type(self).__name__}({self._geometry()}, "
+            f"cells={self.plan.num_cells}x{'x'.join(map(str, self.plan.cell_shape))}, "
+            f"mixtures={m.spatial}x{m.out_groups}x{m.in_groups})"
+        )
 
     def _output_size(self, x: torch.Tensor) -> tuple[int, ...]:
         s = self.shape
@@ -212,10 +231,10 @@ class KWConvNd(TemperatureControlled):
             elements_moved=2.0 * batch * kernel_numel,
         )
         costs = {}
-        if is_pointwise(s.kernel_size, s.padding, s.groups):
+        if self.path_unavailable("batched_matmul") is None:
             costs["batched_matmul"] = assembly
         costs["grouped_conv"] = assembly
-        if self.dims == 2 and s.groups == 1:
+        if self.path_unavailable("cell_conv") is None:
             cell_out = self.plan.cell_shape[0]
             unfolded_rows = s.in_channels * math.prod(s.kernel_size)
             response_elements = batch * m.in_groups * m.spatial * n * cell_out * positions
@@ -238,8 +257,7 @@ class KWConvNd(TemperatureControlled):
                 "call WarehouseManager.store() and .allocate(model) (or ConvFactory.finalize(model))"
             )
         alpha = self.attention(x, self.temperature)
-        path = self.path or cheapest(self.path_costs(x), x.device)
-        y = self._PATHS[path](self, x, alpha)
+        y = self._PATHS[self.select_path(x)](self, x, alpha)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, *([1] * self.dims))
         return y
