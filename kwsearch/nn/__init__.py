@@ -17,6 +17,9 @@ from kwsearch.nn.kernel_warehouse import (
     warehouse_managers,
 )
 from kwsearch.nn.odconv import ODConv2d, ODConvOptions
+from kwsearch.nn.path_cache import PathCache, cache_file
+from kwsearch.nn.path_choice import LayerPaths, choose_paths, measuring_enabled
+from kwsearch.nn.paths import InputSpec, MultiPathLayer, PathChoice
 from kwsearch.nn.slak import SLaKConv2d, SLaKOptions
 from kwsearch.nn.sparsity import SparseTraining, sparse_training
 from kwsearch.nn.temperature import (
@@ -35,15 +38,20 @@ __all__ = [
     "ConvSpecError",
     "DyConv2d",
     "DyConvOptions",
+    "InputSpec",
     "KWConv1d",
     "KWConv2d",
     "KWConv3d",
     "KWConvNd",
     "KWLinear",
     "KWOptions",
+    "LayerPaths",
     "LayerShape",
+    "MultiPathLayer",
     "ODConv2d",
     "ODConvOptions",
+    "PathCache",
+    "PathChoice",
     "SLaKConv2d",
     "SLaKOptions",
     "SparseTraining",
@@ -52,9 +60,12 @@ __all__ = [
     "WarehouseManager",
     "WarehousePlan",
     "WarehousePlanError",
+    "cache_file",
+    "choose_paths",
     "conv_shape",
     "family_names",
     "kw_parameter_count",
+    "measuring_enabled",
     "parse_spec",
     "plan_warehouses",
     "set_temperature",
