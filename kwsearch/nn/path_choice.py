@@ -31,8 +31,8 @@ from kwsearch.nn.paths import InputSpec, MultiPathLayer, PathChoice, recording_i
 
 MEASURE_ENV = "KWSEARCH_MEASURE_PATHS"
 _REPEATS = 3  # timed runs per path after one warm-up run; the fastest counts
-# A path whose warm-up run takes this many times the best timed path so far is not run again:
-# at a late ResNet stage on a CPU the per-sample kernels take seconds a run.
+# A path whose first timed run takes this many times the best path's is not run again: at a late
+# ResNet stage on a CPU the per-sample kernels take seconds a run.
 _GIVE_UP = 3.0
 
 
@@ -105,29 +105,35 @@ def time_paths(
     x.requires_grad_(True)
     inputs = [x, *(p for p in parameters if p.requires_grad)]
     costs = layer.path_costs(x)
-    milliseconds: dict[str, float] = {}
-    best = math.inf
 
     def step() -> None:
         with _autocast(device, autocast_dtype):
             out = layer(x)
         torch.autograd.grad(out, inputs, torch.ones_like(out), allow_unused=True)
 
+    def run(path: str) -> float | None:
+        """Seconds of one pass of ``path``; None when it runs out of memory."""
+        layer.path = path
+        try:
+            return _seconds(step, device)
+        except torch.OutOfMemoryError:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            return None
+
+    seconds: dict[str, float] = {}
     with _timing(layer):
-        # The cost model's favourite first, so a slow path is recognised after one run.
-        for path in sorted(costs, key=lambda name: costs[name].time(device.type)):
-            layer.path = path
-            try:
-                seconds = _seconds(step, device)  # warm-up: allocations, kernel selection
-                if seconds < _GIVE_UP * best:
-                    seconds = min(_seconds(step, device) for _ in range(_REPEATS))
-            except torch.OutOfMemoryError:
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-                continue
-            milliseconds[path] = seconds * 1e3
-            best = min(best, seconds)
-    return milliseconds
+        # One warm-up pass each (allocations, kernel selection, set-up of new shapes), then rounds
+        # over all paths, so a spell of load from other processes slows every path alike.
+        running = [path for path in costs if run(path) is not None]
+        for round_ in range(_REPEATS):
+            for path in running:
+                elapsed = run(path)
+                seconds[path] = min(seconds.get(path, math.inf), math.inf if elapsed is None else elapsed)
+            if round_ == 0 and seconds:
+                best = min(seconds.values())
+                running = [path for path in running if seconds[path] < _GIVE_UP * best]
+    return {path: t * 1e3 for path, t in seconds.items() if math.isfinite(t)}
 
 
 def _cache_key(layer: MultiPathLayer, spec: InputSpec, autocast_dtype: torch.dtype | None) -> str:
