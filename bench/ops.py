@@ -4,9 +4,11 @@
     .venv/bin/python bench/ops.py --device cuda       # GPU: bf16 autocast and channels_last
 
 Every figure is a ratio to the static conv measured in the same run (machines are shared and
-noisy; absolute times are printed for context only). ``kw1x-ref`` is KernelWarehouse 1x forced onto
-the reference implementation's algorithm (assemble a kernel per sample, one grouped convolution);
-``kw1x`` lets each layer choose its path by the cost model.
+noisy; absolute times are printed for context only). ``kw1x``, ``dyconv`` and ``odconv`` take the
+paths ``choose_paths`` times on the device (or reads from the path cache, ``KWSEARCH_PATH_CACHE``:
+point it at a new file to time afresh); ``kw1x-model`` takes the cost model's paths; ``kw1x-ref``
+is KernelWarehouse 1x forced onto the reference implementation's algorithm (assemble a kernel per
+sample, one grouped convolution).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kwsearch.models import get_backbone
-from kwsearch.nn import ConvFactory, KWConvNd
+from kwsearch.nn import ConvFactory, KWConvNd, choose_paths
 from kwsearch.train import to_channels_last
 
 KW1X = {"family": "kw", "reduction": 0.0625, "cell_num_ratio": 1, "sharing_range": "layer_conv"}
@@ -30,19 +32,23 @@ FAMILIES = {
     "dyconv": {"family": "dyconv", "kernel_num": 4},
     "odconv": {"family": "odconv", "kernel_num": 4},
     "kw1x": KW1X,
+    "kw1x-model": KW1X,
     "kw1x-ref": KW1X,
 }
+TIMED_PATHS = {"dyconv", "odconv", "kw1x"}  # families whose layers take the paths timed on the device
 # ResNet18 3x3 convs at a 112x112 input: (channels, feature map side) per stage.
 LAYERS = [(64, 28), (128, 14), (256, 7), (512, 4)]
 STAGE_DEPTH = 6  # convs sharing one warehouse in a ResNet18 stage with handover (sets n)
 
 
-def _force_reference_path(model: nn.Module, family: str) -> nn.Module:
-    if family == "kw1x-ref":
+def _take_paths(model: nn.Module, x: torch.Tensor, family: str) -> None:
+    """Set the paths ``family`` runs: timed on the device, the reference's, or the cost model's."""
+    if family in TIMED_PATHS:
+        choose_paths(model, x, autocast_dtype=torch.bfloat16 if x.device.type == "cuda" else None)
+    elif family == "kw1x-ref":
         for m in model.modules():
             if isinstance(m, KWConvNd):
                 m.path = "grouped_conv"
-    return model
 
 
 def _timed(step: Callable[[], None], device: torch.device, reps: int, warmup: int = 2) -> float:
@@ -88,9 +94,8 @@ def layer_step_time(
         *(factory.conv(channels, channels, 3, padding=1, name=f"s_layer{i}") for i in range(STAGE_DEPTH))
     )
     factory.finalize(stage)
-    model, x = _prepare(
-        _force_reference_path(stage, family), torch.randn(batch, channels, side, side), device
-    )
+    model, x = _prepare(stage, torch.randn(batch, channels, side, side), device)
+    _take_paths(model, x, family)
     layer = model[0]
 
     def step() -> None:
@@ -103,8 +108,8 @@ def layer_step_time(
 
 def network_step_time(family: str, batch: int, size: int, device: torch.device, reps: int) -> float:
     """One SGD train step of ResNet18 (ImageNet stem, 1000 classes) at ``size`` x ``size``."""
-    net = _force_reference_path(get_backbone("resnet18")(FAMILIES[family]), family)
-    model, x = _prepare(net, torch.randn(batch, 3, size, size), device)
+    model, x = _prepare(get_backbone("resnet18")(FAMILIES[family]), torch.randn(batch, 3, size, size), device)
+    _take_paths(model, x, family)
     target = torch.randint(0, 1000, (batch,), device=device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 

@@ -176,10 +176,11 @@ def test_inspect_paths_times_each_dynamic_layer_once_and_doctor_counts_the_choic
 
     first, second = paths(), paths()
     assert len(first) == 19 and all(p["input"][0] == 4 for p in first)  # 16 3x3 convs, 3 shortcuts
-    for choice in first:
-        assert choice["source"] == "measured"
-        assert choice["milliseconds"][choice["path"]] == min(choice["milliseconds"].values())
-    assert [(p["path"], p["source"]) for p in second] == [(p["path"], "cached") for p in first]
+    measured = [p for p in first if p["source"] == "measured"]
+    assert measured and {p["source"] for p in first} <= {"measured", "modelled"}
+    assert all(p["milliseconds"][p["path"]] == min(p["milliseconds"].values()) for p in measured)
+    cached = [(p["path"], "cached" if p["source"] == "measured" else p["source"]) for p in first]
+    assert [(p["path"], p["source"]) for p in second] == cached
     doctor = json.loads(run("doctor", "--json", env=env).stdout.strip().splitlines()[-1])
     assert doctor["path_cache"] == str(cache) and doctor["measure_paths"] is True
     (entries,) = json.loads(cache.read_text())["devices"].values()

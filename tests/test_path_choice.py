@@ -49,10 +49,13 @@ def test_every_choice_is_an_exact_path_that_applies_and_the_next_model_reuses_it
         assert layer.chosen_paths[entry.input.shape] == entry.choice
         if len(applicable) == 1:  # the depthwise KernelWarehouse layer: grouped_conv only
             assert entry.choice.source == "only"
-        else:
+        elif entry.choice.source == "measured":  # the paths the cost model does not put far behind
             times = entry.choice.milliseconds
-            assert entry.choice.source == "measured" and set(times) == applicable
+            assert len(times) > 1 and set(times) <= applicable
             assert times[entry.choice.path] == min(times.values())
+        else:  # one path far ahead of the others by the cost model
+            assert entry.choice.source == "modelled"
+    assert any(e.choice.source == "measured" for e in report)
     assert file.exists()
 
     again = choose_paths(randomize_(mixed_model()), example(), measure=True, cache_file=file)
@@ -73,10 +76,10 @@ def _rewrite_every_entry(file, path: str) -> None:
 @pytest.mark.parametrize("path", ["grouped_conv", "cell_conv", "input_mixing"])
 def test_the_cached_choice_is_the_path_that_runs(tmp_path, path):
     file = tmp_path / "paths.json"
-    factory = ConvFactory({"family": "kw", "cell_outplane_ratio": 0.5})
-    model = nn.Sequential(factory.conv(8, 8, 3, padding=1, name="a"))
+    factory = ConvFactory({"family": "kw"})
+    model = nn.Sequential(factory.conv(16, 16, 3, padding=1, name="a"))
     factory.finalize(randomize_(model))
-    x = torch.randn(3, 8, 5, 5)
+    x = torch.randn(3, 16, 3, 3)  # a small map: the cost model leaves all three paths to timing
     choose_paths(model, x, measure=True, cache_file=file)
     _rewrite_every_entry(file, path)
     layer = model[0]
@@ -94,7 +97,7 @@ def test_a_corrupt_cache_file_is_timed_over_and_replaced(tmp_path, content):
     file = tmp_path / "paths.json"
     file.write_bytes(content)
     report = choose_paths(mixed_model(), example(), measure=True, cache_file=file)
-    assert {e.choice.source for e in report} == {"measured", "only"}
+    assert "measured" in {e.choice.source for e in report} <= {"measured", "modelled", "only"}
     stored = json.loads(file.read_text())
     (entries,) = stored["devices"].values()
     assert stored["format"] == 1 and len(entries) == sum(e.choice.source == "measured" for e in report)
