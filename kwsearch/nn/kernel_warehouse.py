@@ -13,7 +13,8 @@ compute the output; which runs is chosen per input shape by timing them on the d
 (:func:`kwsearch.nn.choose_paths`), or from FLOP and element counts (:mod:`kwsearch.nn.cost`):
 
 - ``grouped_conv``: assemble every sample's kernel, then one convolution grouped over the batch;
-- ``batched_matmul``: the same kernels, applied as a batched matrix multiply (1x1 and linear);
+- ``batched_matmul``: the same kernels, applied as a batched matrix multiply (to the input for
+  1x1 and linear layers, to the unfolded input for larger ungrouped 2-d kernels);
 - ``cell_conv``: convolve once with the cells themselves, then mix the outputs by the attention;
 - ``input_mixing``: mix the unfolded input by the attention, then one matrix multiply with the
   cells shared by the whole batch (``y_b = sum_n C_n (sum alpha_b X_b)``).
@@ -131,16 +132,18 @@ class KWConvNd(TemperatureControlled, MultiPathLayer):
 
     # -- execution paths -------------------------------------------------------------------------
 
-    def assemble(self, alpha: torch.Tensor, batch: int) -> torch.Tensor:
-        """Per-sample kernels (B, out, in / groups, *kernel) from the mixing weights."""
+    def _mixed_cells(self, alpha: torch.Tensor, batch: int) -> torch.Tensor:
+        """Every mixture's cell, (B, spatial, out_groups, in_groups, cell_out, cell_in, *cell_kernel)."""
         cells = self.cells
         m = self.mixtures
-        kernels = (alpha @ cells.reshape(cells.shape[0], -1)).view(
+        return (alpha @ cells.reshape(cells.shape[0], -1)).view(
             batch, m.spatial, m.out_groups, m.in_groups, *cells.shape[1:]
         )
-        # (B, spatial, out_groups, in_groups, cell_out, cell_in, *cell_kernel)
+
+    def assemble(self, alpha: torch.Tensor, batch: int) -> torch.Tensor:
+        """Per-sample kernels (B, out, in / groups, *kernel) from the mixing weights."""
         #   -> (B, out_groups, cell_out, in_groups, cell_in, spatial, *cell_kernel)
-        kernels = kernels.permute(0, 2, 4, 3, 5, 1, *range(6, 6 + self.dims))
+        kernels = self._mixed_cells(alpha, batch).permute(0, 2, 4, 3, 5, 1, *range(6, 6 + self.dims))
         s = self.shape
         return kernels.reshape(batch, s.out_channels, s.in_channels // s.groups, *s.kernel_size)
 
@@ -151,7 +154,19 @@ class KWConvNd(TemperatureControlled, MultiPathLayer):
         )
 
     def _batched_matmul(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        return pointwise_bmm(x, self.assemble(alpha, x.shape[0]), None, self.shape.stride)
+        s = self.shape
+        batch = x.shape[0]
+        if is_pointwise(s.kernel_size, s.padding, s.groups):
+            return pointwise_bmm(x, self.assemble(alpha, batch), None, s.stride)
+        # Larger kernels multiply the unfolded input. Both sides are ordered (spatial cell,
+        # in-group, contraction), so the kernels' copy moves whole cell rows, not single elements
+        # kernel positions apart as the convolution's (in, kh, kw) order would.
+        kernels = self._mixed_cells(alpha, batch).permute(0, 2, 4, 1, 3, 5, *range(6, 6 + self.dims))
+        columns = self._grouped_columns(x).transpose(1, 2)  # (B, spatial, in_groups, contraction, L)
+        y = torch.bmm(
+            kernels.reshape(batch, s.out_channels, -1), columns.reshape(batch, -1, columns.shape[-1])
+        )
+        return y.view(batch, s.out_channels, *self._output_size(x))
 
     def _grouped_columns(self, x: torch.Tensor) -> torch.Tensor:
         """The unfolded input as (B, in-groups, spatial cells, contraction, L):
@@ -202,8 +217,9 @@ class KWConvNd(TemperatureControlled, MultiPathLayer):
 
     def path_unavailable(self, path: str) -> str | None:
         s = self.shape
-        if path == "batched_matmul" and not is_pointwise(s.kernel_size, s.padding, s.groups):
-            return "needs a pointwise kernel (1x1, unpadded, ungrouped)"
+        pointwise = is_pointwise(s.kernel_size, s.padding, s.groups)
+        if path == "batched_matmul" and not pointwise and (self.dims != 2 or s.groups != 1):
+            return "needs a pointwise kernel (1x1, unpadded, ungrouped) or an ungrouped 2-d convolution"
         if path in ("cell_conv", "input_mixing") and (self.dims != 2 or s.groups != 1):
             return "needs an ungrouped 2-d convolution"
         return None
@@ -230,13 +246,16 @@ class KWConvNd(TemperatureControlled, MultiPathLayer):
             flops=2.0 * batch * m.count * n * cell_numel + 2.0 * batch * kernel_numel * positions,
             elements_moved=2.0 * batch * kernel_numel,
         )
+        unfolded_rows = s.in_channels * math.prod(s.kernel_size)
         costs = {}
-        if self.path_unavailable("batched_matmul") is None:
+        if is_pointwise(s.kernel_size, s.padding, s.groups):
             costs["batched_matmul"] = assembly
+        elif self.path_unavailable("batched_matmul") is None:  # on the unfolded input, reordered
+            unfolding = 2.0 * batch * unfolded_rows * positions
+            costs["batched_matmul"] = PathCost(assembly.flops, assembly.elements_moved + 2.0 * unfolding)
         costs["grouped_conv"] = assembly
         if self.path_unavailable("cell_conv") is None:
             cell_out = self.plan.cell_shape[0]
-            unfolded_rows = s.in_channels * math.prod(s.kernel_size)
             response_elements = batch * m.in_groups * m.spatial * n * cell_out * positions
             costs["cell_conv"] = PathCost(
                 flops=2.0 * response_elements * (cell_numel // cell_out)
