@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kwsearch.nn.cost import cheapest
+from kwsearch.nn.cost import PathCost, cheapest
 from kwsearch.nn.path_cache import PathCache
 from kwsearch.nn.paths import InputSpec, MultiPathLayer, PathChoice, recording_inputs
 
@@ -85,17 +85,15 @@ def _timing(layer: MultiPathLayer) -> Iterator[None]:
                 buffer.copy_(saved)
 
 
-def worth_timing(layer: MultiPathLayer, spec: InputSpec, device: torch.device) -> list[str]:
-    """The paths of ``layer`` for inputs like ``spec`` that the cost model does not put far behind
-    its favourite: its worst error seen is 4x (a CPU, 256x7x7: input_mixing modelled at 2.7x
-    grouped_conv, measured at 0.7x), while such a path can take seconds a pass (cell_conv at
-    64x28x28)."""
-    costs = layer.path_costs(torch.empty(spec.shape, device="meta"))
+def _worth_timing(costs: dict[str, PathCost], device: torch.device) -> list[str]:
+    """The paths among ``costs`` that the cost model does not put far behind its favourite: its
+    worst error seen is 4x (a CPU, 256x7x7: input_mixing modelled at 2.7x grouped_conv, measured
+    at 0.7x), while such a path can take seconds a pass (cell_conv at 64x28x28)."""
     modelled = {path: cost.time(device.type) for path, cost in costs.items()}
     return [path for path, t in modelled.items() if t <= _HOPELESS * min(modelled.values())]
 
 
-def time_paths(
+def _time_paths(
     layer: MultiPathLayer,
     spec: InputSpec,
     paths: Sequence[str],
@@ -223,13 +221,13 @@ def _decide(
     costs = layer.path_costs(torch.empty(spec.shape, device="meta"))
     if len(costs) == 1:
         return PathChoice(next(iter(costs)), "only")
-    candidates = worth_timing(layer, spec, device) if cache is not None else []
+    candidates = _worth_timing(costs, device) if cache is not None else []
     if len(candidates) < 2:  # timing off, or one path clearly ahead
         return PathChoice(cheapest(costs, device), "modelled")
     stored = cache.lookup(key)
     if stored is not None and stored[0] in costs:  # a path renamed since is timed again
         return PathChoice(stored[0], "cached", stored[1])
-    milliseconds = time_paths(layer, spec, candidates, parameters, autocast_dtype)
+    milliseconds = _time_paths(layer, spec, candidates, parameters, autocast_dtype)
     if not milliseconds:  # every path ran out of memory: training will too, with its own message
         return PathChoice(cheapest(costs, device), "modelled")
     fastest = min(milliseconds, key=milliseconds.__getitem__)
