@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/ops.py                     # CPU, batch 32 and 128, 112x112 input
     .venv/bin/python bench/ops.py --device cuda       # GPU: bf16 autocast and channels_last
+    .venv/bin/python bench/ops.py --cpu-time          # one thread, CPU time: a CPU shared with others
 
 Every figure is a ratio to the static conv measured in the same run (machines are shared and
 noisy; absolute times are printed for context only). ``kw1x``, ``dyconv`` and ``odconv`` take the
@@ -51,20 +52,23 @@ def _take_paths(model: nn.Module, x: torch.Tensor, family: str) -> None:
                 m.path = "grouped_conv"
 
 
-def _timed(step: Callable[[], None], device: torch.device, reps: int, warmup: int = 2) -> float:
-    """Median seconds of ``step`` over ``reps`` runs."""
-    for _ in range(warmup):
+def _timed(step: Callable[[], None], device: torch.device, reps: int, cpu_time: bool = False) -> float:
+    """Median wall seconds of ``step`` over ``reps`` runs after two warm-up runs; with
+    ``cpu_time``, the fewest seconds of process CPU time instead (what other processes on a shared
+    machine disturb least)."""
+    for _ in range(2):
         step()
+    clock = time.process_time if cpu_time else time.perf_counter
     times = []
     for _ in range(reps):
         if device.type == "cuda":
             torch.cuda.synchronize()
-        start = time.perf_counter()
+        start = clock()
         step()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        times.append(clock() - start)
+    return min(times) if cpu_time else statistics.median(times)
 
 
 def _prepare(model: nn.Module, x: torch.Tensor, device: torch.device) -> tuple[nn.Module, torch.Tensor]:
@@ -85,7 +89,7 @@ def _autocast(device: torch.device):
 
 
 def layer_step_time(
-    family: str, channels: int, side: int, batch: int, device: torch.device, reps: int
+    family: str, channels: int, side: int, batch: int, device: torch.device, reps: int, cpu_time: bool
 ) -> float:
     """Forward + backward of one 3x3 conv whose warehouse is shared with a stage's other convs."""
     spec = FAMILIES[family]
@@ -103,10 +107,12 @@ def layer_step_time(
             out = layer(x)
         out.float().square().mean().backward()
 
-    return _timed(step, device, reps)
+    return _timed(step, device, reps, cpu_time)
 
 
-def network_step_time(family: str, batch: int, size: int, device: torch.device, reps: int) -> float:
+def network_step_time(
+    family: str, batch: int, size: int, device: torch.device, reps: int, cpu_time: bool
+) -> float:
     """One SGD train step of ResNet18 (ImageNet stem, 1000 classes) at ``size`` x ``size``."""
     model, x = _prepare(get_backbone("resnet18")(FAMILIES[family]), torch.randn(batch, 3, size, size), device)
     _take_paths(model, x, family)
@@ -120,7 +126,7 @@ def network_step_time(family: str, batch: int, size: int, device: torch.device, 
         loss.backward()
         optimizer.step()
 
-    return _timed(step, device, reps)
+    return _timed(step, device, reps, cpu_time)
 
 
 def machine_balance(device: torch.device) -> tuple[float, float]:
@@ -152,11 +158,19 @@ def main() -> None:
     parser.add_argument(
         "--balance", action="store_true", help="only measure the cost model's machine balance"
     )
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="one thread, process CPU time, fastest of --reps: for CPUs shared with other work",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.cpu_time:
+        torch.set_num_threads(1)
     families = ["static", *(f for f in args.families if f != "static")]
     torch.manual_seed(0)
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    where += ", process CPU time, fastest run" if args.cpu_time else ", wall time, median run"
     gemm, copy = machine_balance(device)
     print(f"device {device} ({where}), torch {torch.__version__}")
     rates = f"GEMM {gemm / 1e9:.0f} GFLOP/s, strided copy {copy / 1e9:.1f} GB/s"
@@ -168,10 +182,15 @@ def main() -> None:
     for batch in args.batches:
         if not args.skip_layers:
             for channels, side in LAYERS:
-                times = {f: layer_step_time(f, channels, side, batch, device, args.reps) for f in families}
+                times = {
+                    f: layer_step_time(f, channels, side, batch, device, args.reps, args.cpu_time)
+                    for f in families
+                }
                 print(_row(f"layer {channels}x{side}x{side} b{batch}", times), flush=True)
         if not args.skip_network:
-            times = {f: network_step_time(f, batch, args.size, device, args.reps) for f in families}
+            times = {
+                f: network_step_time(f, batch, args.size, device, args.reps, args.cpu_time) for f in families
+            }
             print(_row(f"resnet18 step {args.size}px b{batch}", times), flush=True)
 
 

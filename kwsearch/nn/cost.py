@@ -1,4 +1,6 @@
-"""A small cost model to choose between exact execution paths of a dynamic layer.
+"""A small cost model to choose between exact execution paths of a dynamic layer where they are not
+timed (:mod:`kwsearch.nn.path_choice`: timing off, inputs no choice was made for), and to decide
+which paths are worth timing.
 
 Each path states the floating-point operations and the tensor elements it moves per forward call
 (beyond its inputs and outputs); the estimated time is ``flops + balance * bytes``, where

@@ -144,7 +144,9 @@ def fit(
     resumed from (it must have been made with the same ``run_info``, e.g. model config and recipe;
     otherwise ValueError). A model whose conv family trains sparse (SLaK) is masked and rewired by
     :class:`kwsearch.train.sparse.DynamicSparsity`; its masks are model buffers, so checkpoints
-    carry them. ``on_epoch`` receives each epoch's metrics. Raises TrainingDiverged on a non-finite
+    carry them. Before the first step every dynamic layer's execution path is chosen for the
+    training batch (:func:`choose_training_paths`: timed on the device, or read from the path
+    cache). ``on_epoch`` receives each epoch's metrics. Raises TrainingDiverged on a non-finite
     loss and OutOfMemory when the device runs out of memory.
     """
     started = time.perf_counter()
