@@ -2,11 +2,14 @@
 
     .venv/bin/python bench/ops.py                     # CPU, batch 32 and 128, 112x112 input
     .venv/bin/python bench/ops.py --device cuda       # GPU: bf16 autocast and channels_last
+    .venv/bin/python bench/ops.py --cpu-time          # one thread, CPU time: a CPU shared with others
 
 Every figure is a ratio to the static conv measured in the same run (machines are shared and
-noisy; absolute times are printed for context only). ``kw1x-ref`` is KernelWarehouse 1x forced onto
-the reference implementation's algorithm (assemble a kernel per sample, one grouped convolution);
-``kw1x`` lets each layer choose its path by the cost model.
+noisy; absolute times are printed for context only). ``kw1x``, ``dyconv`` and ``odconv`` take the
+paths ``choose_paths`` times on the device (or reads from the path cache, ``KWSEARCH_PATH_CACHE``:
+point it at a new file to time afresh); ``kw1x-model`` takes the cost model's paths; ``kw1x-ref``
+is KernelWarehouse 1x forced onto the reference implementation's algorithm (assemble a kernel per
+sample, one grouped convolution).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kwsearch.models import get_backbone
-from kwsearch.nn import ConvFactory, KWConvNd
+from kwsearch.nn import ConvFactory, KWConvNd, choose_paths
 from kwsearch.train import to_channels_last
 
 KW1X = {"family": "kw", "reduction": 0.0625, "cell_num_ratio": 1, "sharing_range": "layer_conv"}
@@ -30,35 +33,42 @@ FAMILIES = {
     "dyconv": {"family": "dyconv", "kernel_num": 4},
     "odconv": {"family": "odconv", "kernel_num": 4},
     "kw1x": KW1X,
+    "kw1x-model": KW1X,
     "kw1x-ref": KW1X,
 }
+TIMED_PATHS = {"dyconv", "odconv", "kw1x"}  # families whose layers take the paths timed on the device
 # ResNet18 3x3 convs at a 112x112 input: (channels, feature map side) per stage.
 LAYERS = [(64, 28), (128, 14), (256, 7), (512, 4)]
 STAGE_DEPTH = 6  # convs sharing one warehouse in a ResNet18 stage with handover (sets n)
 
 
-def _force_reference_path(model: nn.Module, family: str) -> nn.Module:
-    if family == "kw1x-ref":
+def _take_paths(model: nn.Module, x: torch.Tensor, family: str) -> None:
+    """Set the paths ``family`` runs: timed on the device, the reference's, or the cost model's."""
+    if family in TIMED_PATHS:
+        choose_paths(model, x, autocast_dtype=torch.bfloat16 if x.device.type == "cuda" else None)
+    elif family == "kw1x-ref":
         for m in model.modules():
             if isinstance(m, KWConvNd):
                 m.path = "grouped_conv"
-    return model
 
 
-def _timed(step: Callable[[], None], device: torch.device, reps: int, warmup: int = 2) -> float:
-    """Median seconds of ``step`` over ``reps`` runs."""
-    for _ in range(warmup):
+def _timed(step: Callable[[], None], device: torch.device, reps: int, cpu_time: bool = False) -> float:
+    """Median wall seconds of ``step`` over ``reps`` runs after two warm-up runs; with
+    ``cpu_time``, the fewest seconds of process CPU time instead (what other processes on a shared
+    machine disturb least)."""
+    for _ in range(2):
         step()
+    clock = time.process_time if cpu_time else time.perf_counter
     times = []
     for _ in range(reps):
         if device.type == "cuda":
             torch.cuda.synchronize()
-        start = time.perf_counter()
+        start = clock()
         step()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        times.append(clock() - start)
+    return min(times) if cpu_time else statistics.median(times)
 
 
 def _prepare(model: nn.Module, x: torch.Tensor, device: torch.device) -> tuple[nn.Module, torch.Tensor]:
@@ -79,7 +89,7 @@ def _autocast(device: torch.device):
 
 
 def layer_step_time(
-    family: str, channels: int, side: int, batch: int, device: torch.device, reps: int
+    family: str, channels: int, side: int, batch: int, device: torch.device, reps: int, cpu_time: bool
 ) -> float:
     """Forward + backward of one 3x3 conv whose warehouse is shared with a stage's other convs."""
     spec = FAMILIES[family]
@@ -88,9 +98,8 @@ def layer_step_time(
         *(factory.conv(channels, channels, 3, padding=1, name=f"s_layer{i}") for i in range(STAGE_DEPTH))
     )
     factory.finalize(stage)
-    model, x = _prepare(
-        _force_reference_path(stage, family), torch.randn(batch, channels, side, side), device
-    )
+    model, x = _prepare(stage, torch.randn(batch, channels, side, side), device)
+    _take_paths(model, x, family)
     layer = model[0]
 
     def step() -> None:
@@ -98,13 +107,15 @@ def layer_step_time(
             out = layer(x)
         out.float().square().mean().backward()
 
-    return _timed(step, device, reps)
+    return _timed(step, device, reps, cpu_time)
 
 
-def network_step_time(family: str, batch: int, size: int, device: torch.device, reps: int) -> float:
+def network_step_time(
+    family: str, batch: int, size: int, device: torch.device, reps: int, cpu_time: bool
+) -> float:
     """One SGD train step of ResNet18 (ImageNet stem, 1000 classes) at ``size`` x ``size``."""
-    net = _force_reference_path(get_backbone("resnet18")(FAMILIES[family]), family)
-    model, x = _prepare(net, torch.randn(batch, 3, size, size), device)
+    model, x = _prepare(get_backbone("resnet18")(FAMILIES[family]), torch.randn(batch, 3, size, size), device)
+    _take_paths(model, x, family)
     target = torch.randint(0, 1000, (batch,), device=device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
@@ -115,7 +126,7 @@ def network_step_time(family: str, batch: int, size: int, device: torch.device, 
         loss.backward()
         optimizer.step()
 
-    return _timed(step, device, reps)
+    return _timed(step, device, reps, cpu_time)
 
 
 def machine_balance(device: torch.device) -> tuple[float, float]:
@@ -147,11 +158,19 @@ def main() -> None:
     parser.add_argument(
         "--balance", action="store_true", help="only measure the cost model's machine balance"
     )
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="one thread, process CPU time, fastest of --reps: for CPUs shared with other work",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.cpu_time:
+        torch.set_num_threads(1)
     families = ["static", *(f for f in args.families if f != "static")]
     torch.manual_seed(0)
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    where += ", process CPU time, fastest run" if args.cpu_time else ", wall time, median run"
     gemm, copy = machine_balance(device)
     print(f"device {device} ({where}), torch {torch.__version__}")
     rates = f"GEMM {gemm / 1e9:.0f} GFLOP/s, strided copy {copy / 1e9:.1f} GB/s"
@@ -163,10 +182,15 @@ def main() -> None:
     for batch in args.batches:
         if not args.skip_layers:
             for channels, side in LAYERS:
-                times = {f: layer_step_time(f, channels, side, batch, device, args.reps) for f in families}
+                times = {
+                    f: layer_step_time(f, channels, side, batch, device, args.reps, args.cpu_time)
+                    for f in families
+                }
                 print(_row(f"layer {channels}x{side}x{side} b{batch}", times), flush=True)
         if not args.skip_network:
-            times = {f: network_step_time(f, batch, args.size, device, args.reps) for f in families}
+            times = {
+                f: network_step_time(f, batch, args.size, device, args.reps, args.cpu_time) for f in families
+            }
             print(_row(f"resnet18 step {args.size}px b{batch}", times), flush=True)
 
 

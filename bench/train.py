@@ -1,14 +1,16 @@
 """Trainer throughput, and proxy accuracy on Fashion-MNIST.
 
-    .venv/bin/python bench/train.py throughput [--device cuda] [--batch 128] [--steps 20]
+    .venv/bin/python bench/train.py throughput [--device cuda] [--batch 128] [--steps 20] [--compile]
     .venv/bin/python bench/train.py accuracy [--epochs 3] [--train-subset 10000]
 
 ``throughput``: training images per second of the trainer (``kwsearch.train.fit``) for static and
 KernelWarehouse 1x ResNet18-CIFAR and MobileNetV2 on Fashion-MNIST-shaped data, next to a
 minimal hand-written loop over the same model and the same on-device batches; the ratio is the
 trainer's share of that loop's throughput (target: >= 0.9). On CUDA both use bf16 autocast and
-channels_last. ``accuracy``: validation accuracy of width-0.25 ResNet18-CIFAR, static and
-KernelWarehouse 1x, after a few epochs on Fashion-MNIST, with the time taken.
+channels_last; both run the paths the trainer times for each layer; with ``--compile`` both run
+the model through ``torch.compile`` (compiling in the first, untimed epoch). ``accuracy``:
+validation accuracy of width-0.25 ResNet18-CIFAR, static and KernelWarehouse 1x, after a few
+epochs on Fashion-MNIST, with the time taken.
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ import torch.nn.functional as F
 
 from kwsearch.data import load_dataset, train_loader
 from kwsearch.models import build_model, parse_model_config
-from kwsearch.train import Recipe, default_device, fit, to_channels_last, train_model
+from kwsearch.train import (
+    Recipe,
+    choose_training_paths,
+    default_device,
+    fit,
+    to_channels_last,
+    train_model,
+)
 
 KW1X = {
     "family": "kw",
@@ -85,8 +94,11 @@ def throughput(args: argparse.Namespace) -> None:
     device = torch.device(args.device) if args.device else default_device()
     dataset = load_dataset("fashion-mnist", device=device, image_size=args.size)
     # Two epochs, the second timed: the hand-written loop is timed warm too.
-    recipe = Recipe(epochs=2, batch_size=args.batch, lr=0.05, warmup_epochs=0, val_size=args.batch)
-    print(f"device {device}, batch {args.batch}, {args.size}x{args.size} Fashion-MNIST, {args.steps} steps")
+    recipe = Recipe(
+        epochs=2, batch_size=args.batch, lr=0.05, warmup_epochs=0, val_size=args.batch, compile=args.compile
+    )
+    data = f"{args.size}x{args.size} Fashion-MNIST"
+    print(f"device {device}, batch {args.batch}, {data}, {args.steps} steps{', compiled' * args.compile}")
     print(f"{'model':<26}{'trainer img/s':>15}{'hand loop img/s':>17}{'ratio':>8}")
     for label in args.models:
         config = parse_model_config({**MODELS[label], "num_classes": 10, "in_chans": 1})
@@ -95,7 +107,10 @@ def throughput(args: argparse.Namespace) -> None:
         warm = build_model(config).to(device)
         if device.type == "cuda":
             warm = to_channels_last(warm)
-        _hand_written(warm, _Steps(loader, 2), recipe, device)  # warm-up: allocator, kernels, paths
+        choose_training_paths(warm, next(iter(loader))[0], recipe)  # what fit does before its first step
+        if args.compile:
+            warm = torch.compile(warm, dynamic=False)
+        _hand_written(warm, _Steps(loader, 2), recipe, device)  # warm-up: allocator, kernels, compiling
         # Both iterate the same live loader: augmentation is part of either loop's work.
         batches.set_epoch(1)
         loop_seconds = _hand_written(warm, batches, recipe, device)
@@ -142,6 +157,7 @@ def main() -> None:
     speed.add_argument("--size", type=int, default=28)
     speed.add_argument("--steps", type=int, default=10)
     speed.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    speed.add_argument("--compile", action="store_true", help="torch.compile the model in both loops")
     quality = sub.add_parser("accuracy")
     quality.add_argument("--epochs", type=int, default=3)
     quality.add_argument("--train-subset", type=int, default=10000)

@@ -30,12 +30,15 @@ def _root(
 
 @app.command()
 def doctor(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
-    """Report what this machine offers kwsearch: versions, devices, the built-in data set."""
+    """Report what this machine offers kwsearch: versions, devices, the built-in data set, the
+    cache of timed execution paths."""
     import optuna
     import ray
     import torch
 
     from kwsearch.data import FASHION_MNIST, DataSourceError, locate_files
+    from kwsearch.nn import PathCache, measuring_enabled
+    from kwsearch.train import default_device
 
     try:
         locate_files(FASHION_MNIST, download=False)
@@ -52,7 +55,11 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Print one JSON ob
         "optuna": optuna.__version__,
         "ray": ray.__version__,
         "fashion_mnist": fashion,
+        "measure_paths": measuring_enabled(),
     }
+    paths = PathCache(default_device())
+    facts["path_cache"] = str(paths.file)
+    facts["path_choices"] = len(paths.entries)  # timed on this machine's default device and torch
     if as_json:
         typer.echo(json.dumps(facts))
         return
@@ -71,6 +78,16 @@ def inspect(
     input_size: tuple[int, int] | None = typer.Option(
         None, "--input-size", help="Input height and width (default: the config's input_size)."
     ),
+    paths: bool = typer.Option(
+        False,
+        "--paths",
+        help="Also build the model on the device and show each dynamic layer's execution path for a "
+        "training batch, timed there (or read from the cache) unless KWSEARCH_MEASURE_PATHS=0.",
+    ),
+    batch_size: int = typer.Option(128, "--batch-size", help="With --paths: the training batch size."),
+    device: str | None = typer.Option(
+        None, "--device", help="With --paths: cpu, cuda, cuda:1 ... (default: cuda if available)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Build a model on the meta device and print its parameters, MACs and warehouse plan."""
@@ -82,14 +99,34 @@ def inspect(
         config = load_model_config(model_yaml)
         if input_size is not None and min(input_size) < 1:
             raise ModelConfigError(f"--input-size: both sides must be >= 1, got {input_size}")
+        if batch_size < 1:
+            raise ModelConfigError(f"--batch-size: must be >= 1, got {batch_size}")
+        target = _device(device) if paths else None
         with torch.device("meta"):
             model = build_model(config, model_yaml)
     except ModelConfigError as error:
         raise _bad_input(str(error)) from None
     height, width = input_size or config.input_size
     report = account(model, (config.in_chans, height, width))
+    choices = []
+    if target is not None:
+        choices = _layer_paths(
+            build_model(config, model_yaml), (batch_size, config.in_chans, height, width), target
+        )
     if as_json:
-        typer.echo(json.dumps({"model": str(model_yaml), "backbone": config.backbone, **report.as_dict()}))
+        facts = {"model": str(model_yaml), "backbone": config.backbone, **report.as_dict()}
+        if paths:
+            facts["paths"] = [
+                {
+                    "layer": c.name,
+                    "input": list(c.input.shape),
+                    "path": c.choice.path,
+                    "source": c.choice.source,
+                    "milliseconds": dict(c.choice.milliseconds),
+                }
+                for c in choices
+            ]
+        typer.echo(json.dumps(facts))
         return
     typer.echo(f"{model_yaml}: {config.backbone}, conv family {config.conv.get('family', 'static')}")
     typer.echo(f"  parameters  {report.params:>14,}")
@@ -103,6 +140,48 @@ def inspect(
         shape = "x".join(str(d) for d in w.cell_shape)
         typer.echo(f"  warehouse {w.name}: n={w.num_cells}, cells {shape}, {w.params:,} params")
         typer.echo(f"    layers: {', '.join(w.layers)}")
+    if paths:
+        typer.echo(
+            f"  execution paths at batch {batch_size} on {target}:" if choices else "  no dynamic layer"
+        )
+        for c in choices:
+            times = ", ".join(f"{p} {t:.2f} ms" for p, t in c.choice.milliseconds.items())
+            typer.echo(f"    {c.name:<28} {c.input.describe():<32} {c.choice.path:<15} {c.choice.source}")
+            if times:
+                typer.echo(f"      {times}")
+
+
+def _device(name: str | None):
+    """The torch device ``name`` names (default: cuda if available). Raises ModelConfigError."""
+    import torch
+
+    from kwsearch.models import ModelConfigError
+    from kwsearch.train import default_device
+
+    if name is None:
+        return default_device()
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ModelConfigError(f"--device: {error}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelConfigError(f"--device: {name}, but this machine has no CUDA device")
+    return device
+
+
+def _layer_paths(model, batch_shape: tuple[int, ...], device) -> list:
+    """The path each dynamic layer of ``model`` takes on ``device`` for training batches of
+    ``batch_shape`` under the default recipe's autocast and memory layout."""
+    import torch
+
+    from kwsearch.train import Recipe, choose_training_paths, to_channels_last
+
+    recipe = Recipe()
+    model.to(device)
+    if recipe.uses_channels_last(device):
+        to_channels_last(model)
+    example = torch.randn(batch_shape, generator=torch.Generator().manual_seed(0)).to(device)
+    return choose_training_paths(model, example, recipe)
 
 
 @app.command()

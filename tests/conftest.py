@@ -1,6 +1,9 @@
 import pytest
 import torch
 
+from kwsearch.nn.path_cache import CACHE_ENV
+from kwsearch.nn.path_choice import MEASURE_ENV
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
@@ -16,3 +19,14 @@ def _one_thread():
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _paths_by_cost_model(tmp_path_factory):
+    """Layers take the cost model's paths unless a test turns timing on: runs that time their
+    paths could pick different exact paths, whose results differ in the last bits. Timings a test
+    asks for go to a private cache file, never the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(MEASURE_ENV, "0")
+        patch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("path-cache") / "paths.json"))
+        yield

@@ -338,7 +338,7 @@ def test_conv2d_equals_per_sample_reference_on_every_path(case, training):
     paths = check_every_path(net.layers[0], x, training)
     assert "grouped_conv" in paths
     assert ("cell_conv" in paths) == (groups == 1)
-    assert ("batched_matmul" in paths) == (k == 1)
+    assert ("batched_matmul" in paths) == (groups == 1)  # the input itself at 1x1, else unfolded
 
 
 @pytest.mark.parametrize("dims", [1, 3])
@@ -391,9 +391,17 @@ def test_temperature_one_assembles_exactly_the_assigned_cells(ratio):
         assert torch.equal(block[0], expected.double()) and torch.equal(block[1], expected.double())
 
 
-@pytest.mark.parametrize("path", ["grouped_conv", "cell_conv", "input_mixing", "batched_matmul"])
-def test_gradients_pass_gradcheck(path):
-    kernel = 1 if path == "batched_matmul" else 3
+@pytest.mark.parametrize(
+    ("path", "kernel"),
+    [
+        ("grouped_conv", 3),
+        ("cell_conv", 3),
+        ("input_mixing", 3),
+        ("batched_matmul", 3),
+        ("batched_matmul", 1),
+    ],
+)
+def test_gradients_pass_gradcheck(path, kernel):
     net = randomize_(
         Stack(kw(cell_outplane_ratio=0.5), [("a", "conv", (4, 4, kernel), {"padding": kernel // 2})])
     ).double()
@@ -529,3 +537,37 @@ def test_every_path_runs_under_bf16_autocast(path):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             actual = layer(x)
     assert_rel_close(actual.float(), expected, rtol=5e-2)
+
+
+# -- forced paths --------------------------------------------------------------------------------
+
+DEPTHWISE = ("a", "conv", (8, 8, 3), {"padding": 1, "groups": 8})
+DENSE_3X3 = ("a", "conv", (8, 8, 3), {"padding": 1})
+
+
+@pytest.mark.parametrize(
+    ("layer", "dims", "path", "reason"),
+    [
+        (DEPTHWISE, 2, "cell_conv", "ungrouped 2-d"),
+        (DEPTHWISE, 2, "input_mixing", "ungrouped 2-d"),
+        (DEPTHWISE, 2, "batched_matmul", "pointwise"),
+        (DENSE_3X3, 1, "batched_matmul", "pointwise"),
+        (DENSE_3X3, 1, "cell_conv", "ungrouped 2-d"),
+        (DENSE_3X3, 2, "fastest", "one of"),
+    ],
+)
+def test_a_forced_path_that_does_not_apply_is_refused(layer, dims, path, reason):
+    net = Stack(kw(), [layer], dims=dims)
+    net.layers[0].path = path
+    with pytest.raises(ValueError, match=reason):
+        net(torch.randn(2, 8, *(6,) * dims))
+
+
+@pytest.mark.parametrize(
+    ("layer", "dims"),
+    [(DEPTHWISE, 2), (DENSE_3X3, 2), (DENSE_3X3, 1), (("a", "conv", (8, 8, 1), {}), 2)],
+)
+def test_the_costed_paths_are_exactly_the_paths_that_apply(layer, dims):
+    kw_layer = Stack(kw(), [layer], dims=dims).layers[0]
+    applicable = {p for p in kw_layer.paths if kw_layer.path_unavailable(p) is None}
+    assert set(kw_layer.path_costs(torch.zeros(2, 8, *(6,) * dims))) == applicable

@@ -1,6 +1,7 @@
 """Model configs: validation that names the file and key, building, and `kwsearch inspect`."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -121,8 +122,8 @@ def test_macs_do_not_depend_on_the_path_a_device_picks():
     assert all(getattr(m, "path", None) in (None, "input_mixing") for m in model.modules())
 
 
-def run(*args):
-    return subprocess.run([str(KWSEARCH), *args], capture_output=True, text=True, timeout=120)
+def run(*args, env=None):
+    return subprocess.run([str(KWSEARCH), *args], capture_output=True, text=True, timeout=120, env=env)
 
 
 def test_inspect_json_matches_the_instantiated_model(tmp_path):
@@ -158,3 +159,37 @@ def test_a_100m_parameter_model_is_accounted_on_the_meta_device():
     report = account(model, (3, 224, 224))
     assert report.params == 102_015_144
     assert all(p.is_meta for p in model.parameters())
+
+
+def test_inspect_paths_times_each_dynamic_layer_once_and_doctor_counts_the_choices(tmp_path):
+    cache = tmp_path / "paths.json"
+    env = {**os.environ, "KWSEARCH_PATH_CACHE": str(cache), "KWSEARCH_MEASURE_PATHS": "1"}
+    data = {"backbone": "resnet18_cifar", "num_classes": 4, "in_chans": 1, "width": 0.0625, "conv": KW1X}
+    path = write(tmp_path, data)
+    args = ["inspect", str(path), "--json", "--input-size", "12", "12"]
+    assert run(*args, env=env).returncode == 0 and not cache.exists()  # accounting never times
+
+    def paths():
+        result = run(*args, "--paths", "--batch-size", "4", "--device", "cpu", env=env)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout.strip().splitlines()[-1])["paths"]
+
+    first, second = paths(), paths()
+    assert len(first) == 19 and all(p["input"][0] == 4 for p in first)  # 16 3x3 convs, 3 shortcuts
+    measured = [p for p in first if p["source"] == "measured"]
+    assert measured and {p["source"] for p in first} <= {"measured", "modelled"}
+    assert all(p["milliseconds"][p["path"]] == min(p["milliseconds"].values()) for p in measured)
+    cached = [(p["path"], "cached" if p["source"] == "measured" else p["source"]) for p in first]
+    assert [(p["path"], p["source"]) for p in second] == cached
+    doctor = json.loads(run("doctor", "--json", env=env).stdout.strip().splitlines()[-1])
+    assert doctor["path_cache"] == str(cache) and doctor["measure_paths"] is True
+    (entries,) = json.loads(cache.read_text())["devices"].values()
+    assert doctor["path_choices"] == len(entries) > 0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"), [(["--batch-size", "0"], "--batch-size"), (["--device", "tpu:x"], "--device")]
+)
+def test_inspect_paths_bad_options_exit_2(tmp_path, options, message):
+    result = run("inspect", str(write(tmp_path, {"backbone": "resnet18", "conv": KW1X})), "--paths", *options)
+    assert result.returncode == 2 and message in result.stderr

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from kwsearch.models import ModelConfigError, build_model, parse_model_config
-from kwsearch.nn import TemperatureControlled
+from kwsearch.nn import MultiPathLayer, TemperatureControlled
 from kwsearch.train import Recipe, RecipeError, TrainingDiverged, to_channels_last, train_model
 from kwsearch.train.checkpoint import load_checkpoint
 from tests.helpers import interrupt_after_epoch
@@ -232,3 +232,25 @@ def test_channels_last_training_of_dynamic_models(family):
     for tensor in model.parameters():
         if tensor.dim() == 4 and tensor.shape[1] > 1 and tensor.shape[2] * tensor.shape[3] > 1:
             assert tensor.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_each_layer_takes_a_path_timed_once_before_the_first_step(monkeypatch, tmp_path):
+    file = tmp_path / "paths.json"
+    monkeypatch.setenv("KWSEARCH_PATH_CACHE", str(file))
+    monkeypatch.setenv("KWSEARCH_MEASURE_PATHS", "1")
+    choices = []
+
+    def record(model, step):
+        if step == 1:
+            layers = [m for m in model.modules() if isinstance(m, MultiPathLayer)]
+            choices.extend(choice for layer in layers for choice in layer.chosen_paths.items())
+
+    config = model_config("kw", sharing_range=["layer"])
+    train(config, recipe(epochs=1), step_hooks=[record])
+    assert choices and all(shape[0] == 32 for shape, _ in choices)  # the training batch
+    assert "measured" in {choice.source for _, choice in choices} <= {"measured", "modelled", "only"}
+    timed = file.read_text()
+    choices.clear()
+    train(config, recipe(epochs=1), step_hooks=[record])
+    assert "cached" in {choice.source for _, choice in choices} <= {"cached", "modelled", "only"}
+    assert file.read_text() == timed

@@ -25,6 +25,9 @@ from kwsearch.nn.kernel_warehouse import (
     warehouse_managers,
 )
 from kwsearch.nn.odconv import ODConv2d, ODConvOptions
+from kwsearch.nn.path_cache import PathCache, cache_file
+from kwsearch.nn.path_choice import LayerPaths, choose_paths, measuring_enabled
+from kwsearch.nn.paths import InputSpec, MultiPathLayer, PathChoice
 from kwsearch.nn.slak import SLaKConv2d, SLaKOptions
 from kwsearch.nn.sparsity import SparseTraining, sparse_training
 from kwsearch.nn.temperature import (
@@ -43,16 +46,21 @@ __all__ = [
     "ConvSpecError",
     "DyConv2d",
     "DyConvOptions",
+    "InputSpec",
     "KWConv1d",
     "KWConv2d",
     "KWConv3d",
     "KWConvNd",
     "KWLinear",
     "KWOptions",
+    "LayerPaths",
     "LayerShape",
+    "MultiPathLayer",
     "ODConv2d",
     "ODConvOptions",
     "ParsedSpec",
+    "PathCache",
+    "PathChoice",
     "SLaKConv2d",
     "SLaKOptions",
     "SparseTraining",
@@ -61,8 +69,11 @@ __all__ = [
     "WarehouseManager",
     "WarehousePlan",
     "WarehousePlanError",
+    "cache_file",
+    "choose_paths",
     "conv_shape",
     "family_names",
+    "measuring_enabled",
     "parse_spec",
     "plan_warehouses",
     "set_temperature",

@@ -1,4 +1,6 @@
-"""A small cost model to choose between exact execution paths of a dynamic layer.
+"""A small cost model to choose between exact execution paths of a dynamic layer where they are not
+timed (:mod:`kwsearch.nn.path_choice`: timing off, inputs no choice was made for), and to decide
+which paths are worth timing.
 
 Each path states the floating-point operations and the tensor elements it moves per forward call
 (beyond its inputs and outputs); the estimated time is ``flops + balance * bytes``, where
@@ -11,6 +13,7 @@ figure is the H100's bf16 dense rate over its HBM bandwidth (990 TFLOP/s / 3.35 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -31,4 +34,10 @@ class PathCost:
 
 def cheapest(costs: dict[str, PathCost], device: torch.device) -> str:
     """Name of the path with the lowest estimated time on ``device`` (ties: first listed)."""
-    return min(costs, key=lambda name: costs[name].time(device.type))
+    # A loop, not min(key=...): torch.compile traces this one without a graph break.
+    best, best_time = "", math.inf
+    for name, cost in costs.items():
+        time = cost.time(device.type)
+        if time < best_time:
+            best, best_time = name, time
+    return best

@@ -2,7 +2,7 @@
 
 Every layer keeps ``K`` kernels and mixes them per sample with a softmax attention computed from
 the globally pooled input: ``W_b = sum_k pi_bk W_k``, ``b_b = sum_k pi_bk bias_k``. Two exact ways
-run it, chosen per call by :func:`kwsearch.nn.cost.cheapest`:
+run it, chosen per input shape by timing (:func:`kwsearch.nn.choose_paths`) or the cost model:
 
 - ``assemble``: build every sample's kernel, then one per-sample convolution;
 - ``bank``: convolve with all ``K`` kernels as one ordinary convolution, then mix the ``K``
@@ -85,8 +85,8 @@ class _KernelAttention(nn.Module):
 class DyConv2d(KernelBankConv2d):
     """A 2-d DY-CNN convolution: ``kernel_num`` kernels mixed per sample by softmax attention.
 
-    ``path`` forces an execution path (``"assemble"`` or ``"bank"``); None lets the cost model
-    choose on every call.
+    ``path`` forces an execution path (``"assemble"`` or ``"bank"``); None takes the one chosen for
+    the input's shape, or the cost model's.
     """
 
     paths = PATHS
@@ -137,7 +137,7 @@ class DyConv2d(KernelBankConv2d):
         """Returns the (B, K) softmax attention over the kernels for input ``x`` (B, C, H, W)."""
         return torch.softmax(self.attention(x.mean(dim=(2, 3))) / self.temperature, dim=1)
 
-    def costs(self, x: torch.Tensor) -> dict[str, PathCost]:
+    def path_costs(self, x: torch.Tensor) -> dict[str, PathCost]:
         """Returns the estimated cost of each path for input ``x``."""
         return dyconv_costs(
             x.shape[0],

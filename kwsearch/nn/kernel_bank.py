@@ -1,7 +1,7 @@
 """The frame DY-CNN and ODConv share: a 2-d convolution with a bank of K kernels mixed per sample.
 
-It holds the geometry, the bank, and the choice among a family's exact execution paths; the
-families add their attention, their bias and the paths themselves.
+It holds the geometry and the bank; the families add their attention, their bias and their exact
+execution paths.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pydantic import AfterValidator
 from torch import nn
 from torch.nn.modules.utils import _pair
 
-from kwsearch.nn.cost import PathCost, cheapest
 from kwsearch.nn.factory import ConvSpecError, LayerBuilder, LayerShape
+from kwsearch.nn.paths import MultiPathLayer
 from kwsearch.nn.per_sample import output_size
 from kwsearch.nn.temperature import (
     SOFTMAX_DEFAULT_SCHEDULE,
@@ -37,13 +37,13 @@ SoftmaxTemperature = Annotated[
 ]
 
 
-class KernelBankConv2d(TemperatureControlled):
+class KernelBankConv2d(TemperatureControlled, MultiPathLayer):
     """Base of 2-d convolutions whose kernel is a per-sample mixture of ``kernel_num`` kernels.
 
-    ``path`` forces one of ``paths``; None lets the cost model choose on every call.
+    ``path`` forces one of ``paths``; None takes the chosen or the cheapest one
+    (:class:`kwsearch.nn.paths.MultiPathLayer`).
     """
 
-    paths: ClassVar[tuple[str, ...]] = ()
     # The path of the published algorithm: MAC counts use it, so they describe the config, not
     # whichever exact path a device happens to pick.
     reference_path = "assemble"
@@ -79,7 +79,6 @@ class KernelBankConv2d(TemperatureControlled):
         self.dilation = _pair(dilation)
         self.groups = groups
         self.kernel_num = kernel_num
-        self.path: str | None = None
         self.weight = nn.Parameter(
             torch.empty(kernel_num, out_channels, in_channels // groups, *self.kernel_size)
         )
@@ -102,26 +101,12 @@ class KernelBankConv2d(TemperatureControlled):
         """Ho * Wo for input ``x``."""
         return math.prod(output_size(x.shape[2:], self.kernel_size, self.stride, self.padding, self.dilation))
 
-    def costs(self, x: torch.Tensor) -> dict[str, PathCost]:
-        """The estimated cost of each path that applies to input ``x``."""
-        raise NotImplementedError
-
-    def path_unavailable(self, path: str) -> str | None:
-        """Why forcing ``path`` cannot work on this layer, or None when it can."""
-        return None
-
-    def select_path(self, x: torch.Tensor) -> str:
-        """The forced ``path``, or the cheapest one for ``x``. Raises ValueError for an unknown
-        forced path or one this layer cannot take."""
-        if self.path is None:
-            return cheapest(self.costs(x), x.device)
-        name = type(self).__name__
-        if self.path not in self.paths:
-            raise ValueError(f"{name}.path must be one of {self.paths} or None, got {self.path!r}")
-        reason = self.path_unavailable(self.path)
-        if reason is not None:
-            raise ValueError(f"{name}.path {self.path!r} {reason}")
-        return self.path
+    def path_signature(self) -> str:
+        return (
+            f"{type(self).__name__}({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
+            f"kernel_num={self.kernel_num})"
+        )
 
 
 class KernelBankBuilder(LayerBuilder):

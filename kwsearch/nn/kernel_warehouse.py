@@ -9,11 +9,12 @@ Layers are allocated in the order ``model.modules()`` yields them, as the refere
 published model's cells start where the paper's start.
 
 Each layer's kernel is a per-sample mixture of warehouse cells. Four exact execution paths
-compute the output; the cheapest for the input at hand is chosen from FLOP and element counts
-(:mod:`kwsearch.nn.cost`):
+compute the output; which runs is chosen per input shape by timing them on the device
+(:func:`kwsearch.nn.choose_paths`), or from FLOP and element counts (:mod:`kwsearch.nn.cost`):
 
 - ``grouped_conv``: assemble every sample's kernel, then one convolution grouped over the batch;
-- ``batched_matmul``: the same kernels, applied as a batched matrix multiply (1x1 and linear);
+- ``batched_matmul``: the same kernels, applied as a batched matrix multiply (to the input for
+  1x1 and linear layers, to the unfolded input for larger ungrouped 2-d kernels);
 - ``cell_conv``: convolve once with the cells themselves, then mix the outputs by the attention;
 - ``input_mixing``: mix the unfolded input by the attention, then one matrix multiply with the
   cells shared by the whole batch (``y_b = sum_n C_n (sum alpha_b X_b)``).
@@ -34,9 +35,10 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 from torch import nn
 
-from kwsearch.nn.cost import PathCost, cheapest
+from kwsearch.nn.cost import PathCost
 from kwsearch.nn.factory import ConvSpecError, LayerBuilder, LayerShape, register_family
 from kwsearch.nn.kw_attention import KWAttention
+from kwsearch.nn.paths import MultiPathLayer
 from kwsearch.nn.per_sample import grouped_conv, is_pointwise, output_size, pointwise_bmm
 from kwsearch.nn.temperature import (
     KW_DEFAULT_SCHEDULE,
@@ -77,7 +79,7 @@ class KWOptions(BaseModel):
     temperature: Annotated[TemperatureSchedule, completed_from(KW_DEFAULT_SCHEDULE)] = KW_DEFAULT_SCHEDULE
 
 
-class KWConvNd(TemperatureControlled):
+class KWConvNd(TemperatureControlled, MultiPathLayer):
     """A convolution whose kernel is assembled per sample from cells of a shared warehouse."""
 
     # The path of the published algorithm: MAC counts use it, so they describe the config, not
@@ -95,7 +97,6 @@ class KWConvNd(TemperatureControlled):
         # A list keeps the manager out of this module's children: its parameters belong to the model once.
         self._manager = [manager]
         self.plan: WarehousePlan | None = None
-        self.path: str | None = None  # force one execution path (tests, benchmarks); None: cheapest
 
     def attach(self, plan: WarehousePlan, layer_index: int, start_cell: int) -> int:
         """Create the attention for this layer's place in ``plan``; return the next free cell."""
@@ -124,26 +125,30 @@ class KWConvNd(TemperatureControlled):
         """This layer's warehouse: (n, cell_out, cell_in, *cell_kernel)."""
         return self.manager.warehouses[self.manager.warehouse_index[self.reserved.warehouse]]
 
-    def extra_repr(self) -> str:
+    def _geometry(self) -> str:
         s = self.shape
         return (
             f"{s.in_channels}, {s.out_channels}, kernel_size={s.kernel_size}, stride={s.stride}, "
-            f"padding={s.padding}, dilation={s.dilation}, groups={s.groups}, bias={s.bias}, "
-            f"warehouse={self.reserved.warehouse!r}"
+            f"padding={s.padding}, dilation={s.dilation}, groups={s.groups}"
         )
+
+    def extra_repr(self) -> str:
+        return f"{self._geometry()}, bias={self.shape.bias}, warehouse={self.reserved.warehouse!r}"
 
     # -- execution paths -------------------------------------------------------------------------
 
-    def assemble(self, alpha: torch.Tensor, batch: int) -> torch.Tensor:
-        """Per-sample kernels (B, out, in / groups, *kernel) from the mixing weights."""
+    def _mixed_cells(self, alpha: torch.Tensor, batch: int) -> torch.Tensor:
+        """Every mixture's cell, (B, spatial, out_groups, in_groups, cell_out, cell_in, *cell_kernel)."""
         cells = self.cells
         m = self.mixtures
-        kernels = (alpha @ cells.reshape(cells.shape[0], -1)).view(
+        return (alpha @ cells.reshape(cells.shape[0], -1)).view(
             batch, m.spatial, m.out_groups, m.in_groups, *cells.shape[1:]
         )
-        # (B, spatial, out_groups, in_groups, cell_out, cell_in, *cell_kernel)
+
+    def assemble(self, alpha: torch.Tensor, batch: int) -> torch.Tensor:
+        """Per-sample kernels (B, out, in / groups, *kernel) from the mixing weights."""
         #   -> (B, out_groups, cell_out, in_groups, cell_in, spatial, *cell_kernel)
-        kernels = kernels.permute(0, 2, 4, 3, 5, 1, *range(6, 6 + self.dims))
+        kernels = self._mixed_cells(alpha, batch).permute(0, 2, 4, 3, 5, 1, *range(6, 6 + self.dims))
         s = self.shape
         return kernels.reshape(batch, s.out_channels, s.in_channels // s.groups, *s.kernel_size)
 
@@ -154,7 +159,19 @@ class KWConvNd(TemperatureControlled):
         )
 
     def _batched_matmul(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        return pointwise_bmm(x, self.assemble(alpha, x.shape[0]), None, self.shape.stride)
+        s = self.shape
+        batch = x.shape[0]
+        if is_pointwise(s.kernel_size, s.padding, s.groups):
+            return pointwise_bmm(x, self.assemble(alpha, batch), None, s.stride)
+        # Larger kernels multiply the unfolded input. Both sides are ordered (spatial cell,
+        # in-group, contraction), so the kernels' copy moves whole cell rows, not single elements
+        # kernel positions apart as the convolution's (in, kh, kw) order would.
+        kernels = self._mixed_cells(alpha, batch).permute(0, 2, 4, 1, 3, 5, *range(6, 6 + self.dims))
+        columns = self._grouped_columns(x).transpose(1, 2)  # (B, spatial, in_groups, contraction, L)
+        y = torch.bmm(
+            kernels.reshape(batch, s.out_channels, -1), columns.reshape(batch, -1, columns.shape[-1])
+        )
+        return y.view(batch, s.out_channels, *self._output_size(x))
 
     def _grouped_columns(self, x: torch.Tensor) -> torch.Tensor:
         """The unfolded input as (B, in-groups, spatial cells, contraction, L):
@@ -201,6 +218,24 @@ class KWConvNd(TemperatureControlled):
         "cell_conv": _cell_conv,
         "input_mixing": _input_mixing,
     }
+    paths = tuple(_PATHS)
+
+    def path_unavailable(self, path: str) -> str | None:
+        s = self.shape
+        pointwise = is_pointwise(s.kernel_size, s.padding, s.groups)
+        if path == "batched_matmul" and not pointwise and (self.dims != 2 or s.groups != 1):
+            return "needs a pointwise kernel (1x1, unpadded, ungrouped) or an ungrouped 2-d convolution"
+        if path in ("cell_conv", "input_mixing") and (self.dims != 2 or s.groups != 1):
+            return "needs an ungrouped 2-d convolution"
+        return None
+
+    def path_signature(self) -> str:
+        m = self.mixtures
+        return (
+            f"{type(self).__name__}({self._geometry()}, "
+            f"cells={self.plan.num_cells}x{'x'.join(map(str, self.plan.cell_shape))}, "
+            f"mixtures={m.spatial}x{m.out_groups}x{m.in_groups})"
+        )
 
     def _output_size(self, x: torch.Tensor) -> tuple[int, ...]:
         s = self.shape
@@ -216,13 +251,16 @@ class KWConvNd(TemperatureControlled):
             flops=2.0 * batch * m.count * n * cell_numel + 2.0 * batch * kernel_numel * positions,
             elements_moved=2.0 * batch * kernel_numel,
         )
+        unfolded_rows = s.in_channels * math.prod(s.kernel_size)
         costs = {}
         if is_pointwise(s.kernel_size, s.padding, s.groups):
             costs["batched_matmul"] = assembly
+        elif self.path_unavailable("batched_matmul") is None:  # on the unfolded input, reordered
+            unfolding = 2.0 * batch * unfolded_rows * positions
+            costs["batched_matmul"] = PathCost(assembly.flops, assembly.elements_moved + 2.0 * unfolding)
         costs["grouped_conv"] = assembly
-        if self.dims == 2 and s.groups == 1:
+        if self.path_unavailable("cell_conv") is None:
             cell_out = self.plan.cell_shape[0]
-            unfolded_rows = s.in_channels * math.prod(s.kernel_size)
             response_elements = batch * m.in_groups * m.spatial * n * cell_out * positions
             costs["cell_conv"] = PathCost(
                 flops=2.0 * response_elements * (cell_numel // cell_out)
@@ -243,8 +281,7 @@ class KWConvNd(TemperatureControlled):
                 "call WarehouseManager.store() and .allocate(model) (or ConvFactory.finalize(model))"
             )
         alpha = self.attention(x, self.temperature)
-        path = self.path or cheapest(self.path_costs(x), x.device)
-        y = self._PATHS[path](self, x, alpha)
+        y = self._PATHS[self.select_path(x)](self, x, alpha)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, *([1] * self.dims))
         return y

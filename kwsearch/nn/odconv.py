@@ -135,8 +135,8 @@ class _OmniAttention(nn.Module):
 class ODConv2d(KernelBankConv2d):
     """A 2-d ODConv convolution with ``kernel_num`` kernels and four attentions.
 
-    ``path`` forces an execution path (``"assemble"`` or ``"static_kernel"``); None lets the cost
-    model choose on every call.
+    ``path`` forces an execution path (``"assemble"``, ``"bank"`` or ``"static_kernel"``); None
+    takes the one chosen for the input's shape, or the cost model's.
     """
 
     paths = PATHS
@@ -195,7 +195,7 @@ class ODConv2d(KernelBankConv2d):
         """Returns the four attentions for input ``x`` (B, C, H, W)."""
         return self.attention(x.mean(dim=(2, 3)), self.temperature)
 
-    def costs(self, x: torch.Tensor) -> dict[str, PathCost]:
+    def path_costs(self, x: torch.Tensor) -> dict[str, PathCost]:
         """Returns the estimated cost of each applicable path for input ``x``."""
         return odconv_costs(
             x.shape[0],

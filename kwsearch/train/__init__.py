@@ -2,7 +2,15 @@
 
 from kwsearch.train.recipe import Recipe
 from kwsearch.train.run import RecipeError, default_device, load_recipe, train_model
-from kwsearch.train.trainer import OutOfMemory, TrainingDiverged, TrainResult, evaluate, fit, to_channels_last
+from kwsearch.train.trainer import (
+    OutOfMemory,
+    TrainingDiverged,
+    TrainResult,
+    choose_training_paths,
+    evaluate,
+    fit,
+    to_channels_last,
+)
 
 __all__ = [
     "OutOfMemory",
@@ -10,6 +18,7 @@ __all__ = [
     "RecipeError",
     "TrainResult",
     "TrainingDiverged",
+    "choose_training_paths",
     "default_device",
     "evaluate",
     "fit",

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kwsearch.nn import TemperatureSchedule, set_temperature
+from kwsearch.nn import LayerPaths, TemperatureSchedule, choose_paths, set_temperature
 from kwsearch.train.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from kwsearch.train.optim import learning_rate, make_optimizer
 from kwsearch.train.recipe import Recipe
@@ -73,10 +73,23 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     return model
 
 
+def _autocast_dtype(device: torch.device, recipe: Recipe) -> torch.dtype | None:
+    return torch.bfloat16 if recipe.uses_bf16(device) else None
+
+
 def _autocast(device: torch.device, recipe: Recipe):
-    if not recipe.uses_bf16(device):
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
+    dtype = _autocast_dtype(device, recipe)
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def choose_training_paths(model: nn.Module, example: torch.Tensor, recipe: Recipe) -> list[LayerPaths]:
+    """Choose the execution path of every dynamic layer of ``model`` (on ``example``'s device, in
+    the recipe's memory layout) for training batches like ``example`` under ``recipe``'s autocast
+    (:func:`kwsearch.nn.choose_paths`); returns the choices."""
+    device = example.device
+    if recipe.uses_channels_last(device):
+        example = example.contiguous(memory_format=torch.channels_last)
+    return choose_paths(model, example, autocast_dtype=_autocast_dtype(device, recipe))
 
 
 def _progress(iterable: Iterable, total: int, description: str, enabled: bool | None):
@@ -131,7 +144,9 @@ def fit(
     resumed from (it must have been made with the same ``run_info``, e.g. model config and recipe;
     otherwise ValueError). A model whose conv family trains sparse (SLaK) is masked and rewired by
     :class:`kwsearch.train.sparse.DynamicSparsity`; its masks are model buffers, so checkpoints
-    carry them. ``on_epoch`` receives each epoch's metrics. Raises TrainingDiverged on a non-finite
+    carry them. Before the first step every dynamic layer's execution path is chosen for the
+    training batch (:func:`choose_training_paths`: timed on the device, or read from the path
+    cache). ``on_epoch`` receives each epoch's metrics. Raises TrainingDiverged on a non-finite
     loss and OutOfMemory when the device runs out of memory.
     """
     started = time.perf_counter()
@@ -159,7 +174,12 @@ def fit(
     elif sparsity is not None:
         train.set_epoch(0)
         sparsity.initialize(model, train)
-    network = torch.compile(model) if recipe.compile else model
+    # Once, before the first step (and before compiling, so the graph takes the chosen paths):
+    # every dynamic layer times its exact paths on a batch of this shape, or reads an earlier timing.
+    train.set_epoch(first_epoch)
+    choose_training_paths(model, next(iter(train))[0], recipe)
+    # Static shapes: training batches never change size (the loader drops a short last batch).
+    network = torch.compile(model, dynamic=False) if recipe.compile else model
     # A NaN check is a host-device synchronisation: every step on CPU, every 50 on a GPU.
     check_every = 1 if device.type == "cpu" else 50
     params = sum(p.numel() for p in model.parameters())

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Every GPU figure of docs/benchmarks.md in one go, for a session lent a GPU machine (about
+# 8 minutes on an H100). Figures land under $OUT (default: gpu-figures/), one file per benchmark.
+#
+# Prepare here, once (both folders are ignored by git and travel with `carry`):
+#   mkdir -p .gpu/data/fashion-mnist && cp /usr/share/datasets/fashion-mnist/*.gz .gpu/data/fashion-mnist/
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --platform manylinux_2_17_x86_64 -d .gpu/wheels pydantic pydantic-core annotated-types typing-inspection
+#   echo /.gpu/ >> .git/info/exclude
+# Then: run(command="bash bench/gpu_check.sh", carry=[".gpu"], timeout_s=600).
+set -uo pipefail
+OUT=${OUT:-gpu-figures}
+mkdir -p "$OUT"
+if compgen -G ".gpu/wheels/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/wheels/*.whl || exit 1
+    export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export KWSEARCH_DATA_DIR="$PWD/.gpu/data" KWSEARCH_PATH_CACHE="$OUT/paths.json"
+
+{ nvidia-smi --query-gpu=name,driver_version --format=csv; python3 -c "import torch; print('torch', torch.__version__)"; } \
+    >"$OUT/device.txt" 2>&1
+# Operators and ResNet18 steps (kw1x, dyconv, odconv on timed paths; kw1x-model on the cost model's).
+python3 bench/ops.py --device cuda --reps 5 2>&1 | tee "$OUT/ops.txt"
+# The trainer against a hand-written loop, eager and compiled (is compile worth making the default?).
+python3 bench/train.py throughput --device cuda --steps 30 2>&1 | tee "$OUT/train.txt"
+python3 bench/train.py throughput --device cuda --steps 30 --compile 2>&1 | tee "$OUT/train_compiled.txt"
