@@ -116,7 +116,7 @@ def test_macs_do_not_depend_on_the_path_a_device_picks():
         model = build_model(parse_model_config({"backbone": "resnet18_cifar", "width": 0.25, "conv": KW1X}))
     first = count_macs(model, (3, 32, 32))
     for m in model.modules():
-        if hasattr(m, "reference_path"):
+        if hasattr(m, "published_path"):
             m.path = "input_mixing" if m.dims == 2 and m.shape.groups == 1 else None
     assert count_macs(model, (3, 32, 32)) == first
     assert all(getattr(m, "path", None) in (None, "input_mixing") for m in model.modules())

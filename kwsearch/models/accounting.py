@@ -74,7 +74,7 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     was_training = model.training
     try:
         for m in dynamic:
-            m.path = m.reference_path
+            m.path = m.published_path
         model.eval()
         device = next(model.parameters()).device
         with torch.no_grad(), FlopCounterMode(display=False) as counter:

@@ -46,7 +46,7 @@ class KernelBankConv2d(TemperatureControlled, MultiPathLayer):
 
     # The path of the published algorithm: MAC counts use it, so they describe the config, not
     # whichever exact path a device happens to pick.
-    reference_path = "assemble"
+    published_path = "assemble"
 
     def __init__(
         self,

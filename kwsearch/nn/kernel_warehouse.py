@@ -84,7 +84,7 @@ class KWConvNd(TemperatureControlled, MultiPathLayer):
 
     # The path of the published algorithm: MAC counts use it, so they describe the config, not
     # whichever exact path a device happens to pick.
-    reference_path = "grouped_conv"
+    published_path = "grouped_conv"
 
     dims: int = 2
     attention: KWAttention
