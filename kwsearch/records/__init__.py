@@ -19,7 +19,7 @@ from kwsearch.records._access import (
     open_storage,
 )
 from kwsearch.records._front import front_of, normalized_hypervolume, objective_point, spread_along_front
-from kwsearch.records._store import StudyStore, is_companion
+from kwsearch.records._store import StudyStore
 from kwsearch.records._study import SCHEMA, CalibrationConfig, CalibrationPlan, StudyRecord
 from kwsearch.records._trial import (
     FINISHED,
@@ -54,7 +54,6 @@ __all__ = [
     "default_storage",
     "driver_lock",
     "front_of",
-    "is_companion",
     "normalized_hypervolume",
     "objective_point",
     "open_storage",

@@ -37,7 +37,7 @@ _REPLAY_RECIPE = "recipe"
 _EXPLORED = "explored"
 
 
-def is_companion(name: str) -> bool:
+def _is_companion(name: str) -> bool:
     """True for the names of the baselines', confirmations', replays' and calibration's studies
     (not studies of their own)."""
     return name.endswith((BASELINES_SUFFIX, REPLAYS_SUFFIX, CONFIRMATIONS_SUFFIX, CALIBRATION_SUFFIX))
@@ -66,7 +66,7 @@ class StudyStore:
         except Exception as error:  # a database that is not an Optuna storage
             raise StoreError(f"{url}: cannot read the storage ({type(error).__name__}: {error})") from None
         if name not in names:
-            known = ", ".join(n for n in names if not is_companion(n)) or "none"
+            known = ", ".join(n for n in names if not _is_companion(n)) or "none"
             raise StoreError(f"unknown study {name!r} in {url} (studies there: {known})")
         return cls(url, backend, optuna.load_study(study_name=name, storage=backend, sampler=sampler))
 

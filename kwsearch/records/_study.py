@@ -3,7 +3,7 @@ it started (:class:`StudyRecord`), and what its calibration measures (:class:`Ca
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from kwsearch.records._trial import Costs
@@ -25,20 +25,6 @@ _STARTED = "started"
 _SOFTWARE = "software"
 _FINGERPRINT = "fingerprint"
 _GPUS_PER_TRIAL = "gpus_per_trial"
-_KEYS = (
-    _SCHEMA,
-    _SETTINGS,
-    _SOURCE,
-    _OBJECTIVES,
-    _BUDGET,
-    _BASELINE_COSTS,
-    _BASELINE_CONFIG,
-    _REFERENCE_POINT,
-    _STARTED,
-    _SOFTWARE,
-    _FINGERPRINT,
-    _GPUS_PER_TRIAL,
-)
 
 
 @dataclass(frozen=True)
@@ -63,7 +49,6 @@ class StudyRecord:
     software: dict[str, str] | None = None
     gpus_per_trial: float = 0.0
     schema: int = SCHEMA
-    extra: dict[str, Any] = field(default_factory=dict)  # attributes of later schemas, kept as read
 
     def attributes(self) -> dict[str, Any]:
         """The study user attributes this record is stored as."""
@@ -98,7 +83,6 @@ class StudyRecord:
             software=attrs.get(_SOFTWARE),
             gpus_per_trial=float(attrs.get(_GPUS_PER_TRIAL) or 0.0),
             schema=int(attrs.get(_SCHEMA, 1)),
-            extra={k: v for k, v in attrs.items() if k not in _KEYS},
         )
 
     @property
