@@ -26,6 +26,7 @@ from kwsearch.search.scheduler import ParetoScheduler, ParetoSuccessiveHalving
 from kwsearch.search.space import Dimension
 from kwsearch.search.study import Study, StudyError
 from kwsearch.search.summary import StudySummary, summarize
+from kwsearch.search.trackers import TrackerError, Trackers
 from kwsearch.versions import software_versions
 
 # How many configs of the space (every choice, numbers at their lowest) are accounted before the
@@ -208,6 +209,10 @@ def run_search(
         check_feasible(study, budget)
         storage = storage or settings.storage or default_storage(run_dir)
         store = open_store(study, storage, budget, baseline)
+        try:
+            trackers = Trackers(settings.log, study.name, run_dir)
+        except TrackerError as error:
+            raise StudyError(f"{study.where}: {error}") from None
         with ray_session(address) as cluster:
             gpus = gpu_share(
                 settings.resources.gpu, cluster, auto=0.25, where=f"{study.where}: resources.gpu"
@@ -244,17 +249,20 @@ def run_search(
                 return f"trained {spent}{target}  trial time {summary.trial_seconds / 60:.1f} min"
 
             with SearchProgress(store, budget_line, enabled=progress) as view:
-                policy = SearchPolicy(store, plan, halving, on_change=view.changed)
+                policy = SearchPolicy(store, plan, halving, on_change=view.changed, trackers=trackers)
                 driver = Driver(policy)
-                run_tune(
-                    driver,
-                    data=settings.data.model_dump(),
-                    resources=settings.resources,
-                    gpus=gpus,
-                    retries=settings.retries,
-                    run_dir=run_dir,
-                    scheduler=ParetoScheduler(halving),
-                )
+                try:
+                    run_tune(
+                        driver,
+                        data=settings.data.model_dump(),
+                        resources=settings.resources,
+                        gpus=gpus,
+                        retries=settings.retries,
+                        run_dir=run_dir,
+                        scheduler=ParetoScheduler(halving),
+                    )
+                finally:
+                    trackers.close()
         summary = summarize(store)
         summary.stop_reason = policy.stop_reason
         # Ray Tune ends its run on Ctrl-C; runs still live then were cut off and re-run next time
