@@ -285,8 +285,7 @@ def parse_study(data: Any, source: Path | None = None, name: str | None = None) 
         settings = settings.model_copy(update={"name": name})
     for tracker, package in settings.log.missing().items():
         raise StudyError(
-            f"{where}: log: {tracker}: the {package} package is not installed "
-            "(pip install 'kwsearch[track]')"
+            f"{where}: log: {tracker}: the {package} package is not installed (pip install 'kwsearch[track]')"
         )
     space = _load_space(settings.space, source)
     study = Study(settings, space, source)
