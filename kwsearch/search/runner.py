@@ -192,7 +192,7 @@ def run_search(
     trials: int | None = None,
     storage: str | None = None,
     address: str | None = None,
-    runs_dir: Path = Path("runs"),
+    runs_dir: str | Path = Path("runs"),
     progress: bool | None = None,
 ) -> StudySummary:
     """Run ``study`` (or continue it) until its budget is spent; return the summary.
@@ -202,7 +202,7 @@ def run_search(
     """
     settings = study.settings
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    run_dir = runs_dir / study.name
+    run_dir = Path(runs_dir) / study.name
     with driver_lock(run_dir):
         # everything that can reject the study runs before Ray starts (seconds)
         budget, baseline = resolve_budget(study)
