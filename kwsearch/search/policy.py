@@ -125,6 +125,12 @@ class SearchPolicy:
     # -- what to run next ------------------------------------------------------------------------
 
     def next_run(self) -> Run | str | None:
+        run = self._next_run()
+        if isinstance(run, Run):
+            self._track(run)
+        return run
+
+    def _next_run(self) -> Run | str | None:
         if self._pending_baselines:
             label = next(iter(self._pending_baselines))
             config = self._pending_baselines.pop(label)
@@ -252,12 +258,6 @@ class SearchPolicy:
         self, key: str, writer: TrialWriter, model: ModelConfig, costs: Costs, seed: int, kind: str
     ) -> Run:
         """A run of ``model`` with ``seed``; search trials (only) are subject to early stopping."""
-        label = {"search": f"trial {key}", "baseline": key.replace(":", " ")}.get(kind)
-        if label is None:  # confirm:NUMBER:SEED
-            label = f"trial {key.split(':')[1]} seed {seed}"
-        self.trackers.start(
-            key, label, model.model_dump(mode="json"), {"seed": seed, **_known(costs.as_dict())}
-        )
         return Run(
             key=key,
             model=model,
@@ -267,6 +267,15 @@ class SearchPolicy:
             else None,
             handle=_Trial(writer, costs, kind),
         )
+
+    def _track(self, run: Run) -> None:
+        """Tell the trackers a run starts: its name there, its config, seed and costs."""
+        trial: _Trial = run.handle
+        label = {"search": f"trial {run.key}", "baseline": run.key.replace(":", " ")}.get(trial.kind)
+        if label is None:  # confirm:NUMBER:SEED
+            label = f"trial {run.key.split(':')[1]} seed {run.recipe.seed}"
+        summary = {"seed": run.recipe.seed, **_known(trial.costs.as_dict())}
+        self.trackers.start(run.key, label, run.model.model_dump(mode="json"), summary)
 
     def _baseline_run(self, label: str, config: ModelConfig) -> Run:
         costs = MetaBuild(config).costs()
