@@ -16,7 +16,7 @@ setup: $(BIN)/kwsearch
 # The venv is rebuilt only when the package metadata changes.
 $(BIN)/kwsearch: pyproject.toml
 	@bash scripts/create_venv.sh "$(PYTHON)" "$(VENV)" "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,track]'
 	@touch $@
 
 # A KernelWarehouse search on Fashion-MNIST, on the CPU, in a few minutes; ends with the front

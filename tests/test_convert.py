@@ -6,6 +6,7 @@ from torch import nn
 
 import kwsearch
 from kwsearch.models import build_model, parse_model_config
+from kwsearch.models.accounting import parameter_split
 from kwsearch.nn import ConvSpecError, DyConv2d, KWConv2d, KWLinear, warehouse_managers
 
 
@@ -109,7 +110,7 @@ def test_include_exclude_and_linear_layers():
     assert type(model.layer3[0].conv1) is nn.Conv2d
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     mlp = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
-    kwsearch.convert(mlp, KW, warehouses={"*": "mlp"})
+    kwsearch.convert(mlp, KW, warehouses={"*": "mlp"}, classifier=True)
     assert isinstance(mlp[0], KWLinear) and isinstance(mlp[2], KWLinear)
     assert mlp(torch.randn(3, 8)).shape == (3, 4)
 
@@ -130,4 +131,26 @@ def test_bad_conversions_are_clear_errors(spec, kwargs, message):
 def test_same_padding_is_refused_with_the_layer_name():
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding="same"))
     with pytest.raises(ConvSpecError, match=r"^0: padding='same'"):
-        kwsearch.convert(model, KW)
+        kwsearch.convert(model, KW, stem=True)
+
+
+def test_the_converter_says_what_it_did_and_leaves_stem_and_classifier_static(capsys):
+    model = TorchvisionStyleResNet18(num_classes=10)
+    before = sum(p.numel() for p in model.parameters())
+    kwsearch.convert(model, KW, warehouses=HANDOVER)
+    assert type(model.conv1) is nn.Conv2d and type(model.fc) is nn.Linear  # by default
+    assert isinstance(model.layer1[0].conv1, KWConv2d)
+    after = sum(p.numel() for p in model.parameters())
+    done = model.kwsearch_conversion
+    assert done.params_before == before and done.params_after == after
+    assert len(done.layers) == 19 and "conv1" not in done.layers and "fc" not in done.layers
+    assert done.attention == parameter_split(model).attention > 0
+    printed = capsys.readouterr().out
+    assert f"{before:,} -> {after:,} ({after / before:.2f}x the original" in printed
+    assert f"attention {done.attention:,}, {done.attention / after:.1%}" in printed
+    assert "pretrained weights were not kept" in printed
+    assert "left static: stem conv1, classifier fc" in printed
+
+    asked = kwsearch.convert(TorchvisionStyleResNet18(), KW, stem=True, classifier=True, verbose=False)
+    assert isinstance(asked.conv1, KWConv2d) and isinstance(asked.fc, KWLinear)
+    assert capsys.readouterr().out == ""

@@ -53,7 +53,8 @@ def new_store(name: str = "s") -> StudyStore:
 def test_a_study_record_round_trips_and_says_its_schema():
     store = new_store()
     record = store.record
-    assert record.schema == SCHEMA == 2
+    assert record.schema == SCHEMA == 3
+    assert store.search.metric_names == OBJECTIVES  # what optuna-dashboard names the objectives
     assert record.baseline_costs == Costs(250, 250, 9000) and record.budget == {"params": 1000.0}
     assert record.baseline_config["conv"] == {"family": "static"}
     store.set_gpus_per_trial(0.25)
@@ -79,7 +80,7 @@ def test_each_way_a_trial_ends_is_read_back_and_told_to_optuna_as_samplers_need(
     original = store.trial(0)
     repeat = store.ask()
     repeat.propose(original.config, seed=3)
-    repeat.duplicate(original, [0.7, 400.0])
+    repeat.duplicate(original)
     running = store.ask()
     running.propose({"width": 2}, seed=0)
 
@@ -94,17 +95,20 @@ def test_each_way_a_trial_ends_is_read_back_and_told_to_optuna_as_samplers_need(
     assert records[3].constraints == {"buildable": 0.0, "params": 0.4} and not records[3].trained
     assert records[4].status == "duplicate" and records[4].duplicate_of == 0
     assert records[5].status == "running"
-    # what Optuna's samplers read: infeasible configs complete with their constraints, a duplicate
-    # repeats its original's values
+    # what Optuna's samplers read: infeasible configs complete with their constraints; a duplicate
+    # failed (its config's result is its original's)
     assert [frozen[n].state for n in range(6)] == [
         TrialState.COMPLETE,
         TrialState.PRUNED,
         TrialState.FAIL,
         TrialState.COMPLETE,
-        TrialState.COMPLETE,
+        TrialState.FAIL,
         TrialState.RUNNING,
     ]
-    assert frozen[3].values == [0.0, 400.0] and frozen[4].values == [0.7, 400.0]
+    assert frozen[3].values == [0.0, 400.0] and frozen[4].values is None
+    # the samplers see the values in order; optuna-dashboard reads them as one list
+    assert list(frozen[3].constraints.values()) == [0.0, 0.4]
+    assert frozen[3].system_attrs["constraints"] == [0.0, 0.4]
     assert frozen[0].intermediate_values == {}  # history lives in the record, not here
 
 

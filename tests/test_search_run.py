@@ -8,6 +8,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from kwsearch.records import TrialRecord
 from kwsearch.search import load_study
 from kwsearch.search.runner import run_search
 from tests.helpers import TINY_DATA, ray_trials, status_of, stored_trials, tiny_study
@@ -117,7 +118,8 @@ def test_over_budget_configs_never_reach_the_trainer(tmp_path):
     for trial in infeasible:
         assert trial.user_attrs["costs"]["params"] > limit
         assert trial.user_attrs["error"].startswith("over budget: params")
-        assert trial.constraints["params"] > 0 and trial.constraints["buildable"] == 0
+        constraints = TrialRecord.from_frozen(trial).constraints
+        assert constraints["params"] > 0 and constraints["buildable"] == 0
         assert "history" not in trial.user_attrs and "trained" not in trial.user_attrs
         assert trial.number not in summary.pareto
     assert len(trained(trials)) == 3 == summary.complete

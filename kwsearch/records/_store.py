@@ -5,13 +5,17 @@ They are Optuna studies in the same storage: ``NAME`` (the search, which the sam
 from), ``NAME.references`` (the baselines: configs outside the space, kept apart so that samplers
 never learn from them), ``NAME.confirmations`` (front members trained again with more proxy
 seeds), ``NAME.replays`` and ``NAME.calibration`` (its plan and runs). Everything goes through
-Optuna's public ``Study`` and ``Trial``, except two things Optuna offers no public call for, done
-on the storage this module opened itself: putting a dead driver's RUNNING trials back to WAITING,
-and reopening a RUNNING trial by its number to continue it.
+Optuna's public ``Study`` and ``Trial``, except three things Optuna offers no public call for,
+done on the storage this module opened itself: putting a dead driver's RUNNING trials back to
+WAITING, reopening a RUNNING trial by its number to continue it, and storing a trial's constraint
+values where optuna-dashboard reads them (:meth:`TrialWriter.constrain`).
+
+Each study names its objectives (Optuna's metric names: what optuna-dashboard shows them as).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from typing import Any
 
@@ -35,6 +39,14 @@ CONFIRMATIONS_SUFFIX = ".confirmations"
 CALIBRATION_SUFFIX = ".calibration"
 _REPLAY_RECIPE = "recipe"
 _EXPLORED = "explored"
+
+
+def _name_objectives(study: optuna.Study, names: list[str]) -> None:
+    """Make ``names`` the study's metric names (optuna-dashboard's objective names)."""
+    if study.metric_names != names:
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, and unchanged since
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
 
 
 def _is_companion(name: str) -> bool:
@@ -104,6 +116,7 @@ class StudyStore:
     def write_record(self, record: StudyRecord) -> None:
         for key, value in record.attributes().items():
             self.search.set_user_attr(key, value)
+        _name_objectives(self.search, record.objectives)  # studies of schema 1 and 2 named none
 
     def set_gpus_per_trial(self, gpus: float) -> None:
         self.write_record(replace(self.record, gpus_per_trial=gpus))
@@ -138,7 +151,7 @@ class StudyStore:
 
     def ask(self) -> TrialWriter:
         """The next search trial: a waiting one (enqueued, or a dead driver's) or the sampler's."""
-        return TrialWriter(self.search, self.search.ask())
+        return TrialWriter(self.search, self.search.ask(), self._backend)
 
     def has_waiting(self) -> bool:
         """Whether :meth:`ask` will return a waiting trial rather than the sampler's."""
@@ -150,16 +163,16 @@ class StudyStore:
 
     def ask_baseline(self) -> TrialWriter:
         study = self._companion(BASELINES_SUFFIX, create=True)
-        return TrialWriter(study, study.ask())
+        return TrialWriter(study, study.ask(), self._backend)
 
     def ask_confirmation(self) -> TrialWriter:
         study = self._companion(CONFIRMATIONS_SUFFIX, create=True)
-        return TrialWriter(study, study.ask())
+        return TrialWriter(study, study.ask(), self._backend)
 
     def reopen_confirmation(self, number: int) -> TrialWriter:
         """The RUNNING confirmation run ``number`` (a dead driver's), to run it again."""
         study = self._companion(CONFIRMATIONS_SUFFIX, create=True)
-        return TrialWriter(study, optuna.trial.Trial(study, self._id_of(study, number)))
+        return TrialWriter(study, optuna.trial.Trial(study, self._id_of(study, number)), self._backend)
 
     def requeue_interrupted(self) -> int:
         """Put the search and baseline trials a dead driver left RUNNING back to WAITING, to run
@@ -243,6 +256,8 @@ class StudyStore:
                 study = optuna.create_study(
                     storage=self._backend, study_name=name, directions=directions, load_if_exists=True
                 )
+                if self.search.metric_names:
+                    _name_objectives(study, self.search.metric_names)
             elif name in optuna.study.get_all_study_names(self._backend):
                 study = optuna.load_study(study_name=name, storage=self._backend)
             else:

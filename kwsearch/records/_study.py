@@ -9,8 +9,11 @@ from typing import Any
 from kwsearch.records._trial import Costs
 
 # The version of the storage format this release writes. Schema 1 (the first release) stored no
-# version and no baseline config; records of every earlier schema are read.
-SCHEMA = 2
+# version and no baseline config; schema 2 stored constraint values by name and duplicates
+# COMPLETE; schema 3 stores constraint values as the list optuna-dashboard reads (their names
+# beside them), duplicates FAIL, and the objectives as the study's metric names. Records of every
+# earlier schema are read.
+SCHEMA = 3
 
 # Study user attributes.
 _SCHEMA = "schema"

@@ -41,6 +41,11 @@ VAL_ACCURACY = "val_accuracy"
 TEST_ACCURACY = "test_accuracy"
 RESUMED_FROM_EPOCH = "resumed_from_epoch"
 KIND = "kind"  # a calibration run's recipe: proxy or full
+# Since schema 3 a trial's constraint values are stored as one list, in Optuna's system attribute
+# "constraints" (what optuna-dashboard reads; Optuna reads it as constraints "0", "1", ...), and
+# their names, in the same order, in this user attribute. Schema 1 and 2 stored them by name
+# (Optuna's ``Trial.set_constraint``).
+CONSTRAINT_NAMES = "constraint_names"
 
 
 @dataclass(frozen=True)
@@ -76,12 +81,20 @@ def _status(trial: FrozenTrial) -> Status:
     ]
 
 
+def _named_constraints(values: dict[str, float], names: list[str] | None) -> dict[str, float]:
+    """Optuna's constraints of a trial by their names (schema 3 stores them as a list, which
+    Optuna reads back as "0", "1", ...; earlier schemas by name)."""
+    if names is None:
+        return dict(values)
+    return {names[int(key)]: value for key, value in values.items()}
+
+
 @dataclass(frozen=True)
 class TrialRecord:
     """A stored search trial, or a baseline trial trained beside the search (``baseline`` is its
     label). Infeasible configs are stored COMPLETE in Optuna (so that constraint-aware samplers
-    learn from them) and a duplicate repeats its original's values: ``status`` says what the
-    trial really is, and everything downstream reads that."""
+    learn from them) and a duplicate FAIL (schema 1 and 2: COMPLETE with its original's values):
+    ``status`` says what the trial really is, and everything downstream reads that."""
 
     number: int
     status: Status
@@ -114,7 +127,7 @@ class TrialRecord:
             distributions=dict(trial.distributions),
             config=attrs.get(CONFIG),
             costs=Costs.from_dict(attrs.get(COSTS)),
-            constraints=dict(trial.constraints),
+            constraints=_named_constraints(trial.constraints, attrs.get(CONSTRAINT_NAMES)),
             history=list(attrs.get(HISTORY) or []),
             seed=attrs.get(SEED),
             seconds=attrs.get(SECONDS),
@@ -145,6 +158,7 @@ class TrialRecord:
             EXPLORED: self.explored or None,
             BASELINE_LABEL: self.baseline,
             CONFIRMS: self.confirms,
+            CONSTRAINT_NAMES: list(self.constraints) or None,
         }
         return {key: value for key, value in attrs.items() if value is not None}
 

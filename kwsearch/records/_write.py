@@ -1,9 +1,11 @@
 """Trials being written: from ``Study.ask`` to ``Study.tell``, every attribute set through
-Optuna's ``Trial`` (the storage format is :mod:`kwsearch.records._trial`'s)."""
+Optuna's ``Trial`` (the storage format is :mod:`kwsearch.records._trial`'s), except a trial's
+constraint values: they are one list in the system attribute optuna-dashboard reads, written
+on the storage (Optuna's public ``Trial.set_constraint`` stores them by name, which the
+dashboard does not read)."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,14 @@ from optuna.trial import FrozenTrial, TrialState, create_trial
 from kwsearch.records import _trial as keys
 from kwsearch.records._trial import Costs, History, ReplayRecord, Status, TrialRecord
 
+# The system attribute optuna-dashboard reads a trial's constraint values from (a list; Optuna's
+# own "old format", which its samplers read too).
+_CONSTRAINTS = "constraints"
+
 # How each status is told to Optuna. Infeasible configs are COMPLETE (with constraint values > 0:
-# constraint-aware samplers learn only from complete trials).
+# NSGA-II and GP learn only from complete trials). A duplicate is FAIL: its config's result is
+# its original's, which the samplers have; told again it would weigh twice in their models and
+# stand twice on optuna-dashboard's Pareto front.
 _STATES: dict[Status, TrialState] = {
     "complete": TrialState.COMPLETE,
     "infeasible": TrialState.COMPLETE,
@@ -30,9 +38,12 @@ class TrialWriter:
     """A search or baseline trial being written. ``trial`` is Optuna's, for sampling the space
     through it."""
 
-    def __init__(self, study: optuna.Study, trial: optuna.Trial) -> None:
+    def __init__(
+        self, study: optuna.Study, trial: optuna.Trial, backend: optuna.storages.BaseStorage
+    ) -> None:
         self._study = study
         self.trial = trial
+        self._backend = backend
 
     @property
     def number(self) -> int:
@@ -54,12 +65,16 @@ class TrialWriter:
         self.trial.set_user_attr(keys.COSTS, costs.as_dict())
 
     def constrain(self, constraints: dict[str, float]) -> None:
-        """Optuna's constraint values (<= 0 feasible). Optuna keeps the first value of each (a
-        resumed trial keeps those it was given) and warns about the rest, which is expected here."""
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="The constraint value is ignored")
-            for key, value in constraints.items():
-                self.trial.set_constraint(key, value)
+        """Optuna's constraint values (<= 0 feasible), by name. A trial keeps the values it was
+        first given (a resumed trial, those of its first run)."""
+        if self.trial.constraints:
+            return
+        self.trial.set_user_attr(keys.CONSTRAINT_NAMES, list(constraints))
+        study_id = self._backend.get_study_id_from_name(self._study.study_name)
+        trial_id = self._backend.get_trial_id_from_study_id_trial_number(study_id, self.number)
+        self._backend.set_trial_system_attr(
+            trial_id, _CONSTRAINTS, [float(value) for value in constraints.values()]
+        )
 
     def mark_trained(self) -> None:
         self.trial.set_user_attr(keys.TRAINED, True)
@@ -87,15 +102,11 @@ class TrialWriter:
         state = _STATES[status]
         self._study.tell(self.trial, values=values if state == TrialState.COMPLETE else None, state=state)
 
-    def duplicate(self, original: TrialRecord, values: list[float] | None) -> None:
-        """A repeat of ``original`` (same config and seed): Optuna hears the original's objective
-        ``values`` when it completed, so the sampler learns as if it had trained."""
+    def duplicate(self, original: TrialRecord) -> None:
+        """A repeat of ``original`` (same config and seed), never trained (see ``_STATES``)."""
         self.trial.set_user_attr(keys.STATUS, "duplicate")
         self.trial.set_user_attr(keys.DUPLICATE_OF, original.number)
-        if values is not None:
-            self._study.tell(self.trial, values=values)
-        else:
-            self._study.tell(self.trial, state=TrialState.FAIL)
+        self._study.tell(self.trial, state=_STATES["duplicate"])
 
 
 class _RunWriter:
@@ -208,7 +219,7 @@ def frozen_trial(trial: TrialRecord, objectives: list[str]) -> FrozenTrial:
         params=trial.params,
         distributions=trial.distributions,
         user_attrs=attrs,
-        constraints=trial.constraints or None,
+        system_attrs={_CONSTRAINTS: list(trial.constraints.values())} if trial.constraints else None,
     )
     # create_trial stamps both with now; a record's own times win
     frozen.datetime_start = trial.started or frozen.datetime_start

@@ -43,14 +43,25 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
     built from the model config it was trained with, its weights loaded, in eval mode on
     ``device``. Raises FileNotFoundError when there is no checkpoint and ValueError when the file
     is not a kwsearch checkpoint."""
-    path = Path(path)
+    file, saved = _checkpoint(Path(path))
+    model = build_model(parse_model_config(saved["run"]["model"], file))
+    model.load_state_dict(saved["model"])
+    # channels-last weights (saved on a GPU) load as ordinary contiguous tensors
+    return model.to(device).eval()
+
+
+def saved_run(path: Path) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint file in ``path`` (a folder or the file) and the run it belongs to (model
+    config, data set name, recipe). Raises as :func:`load` does."""
+    file, saved = _checkpoint(path)
+    return file, saved["run"]
+
+
+def _checkpoint(path: Path) -> tuple[Path, dict[str, Any]]:
     file = path / CHECKPOINT_NAME if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint ({CHECKPOINT_NAME}) here")
     saved = torch.load(file, map_location="cpu", weights_only=False)
     if not isinstance(saved, dict) or "model" not in saved or "model" not in (saved.get("run") or {}):
         raise ValueError(f"{file}: not a kwsearch checkpoint (no weights or no model config)")
-    model = build_model(parse_model_config(saved["run"]["model"], file))
-    model.load_state_dict(saved["model"])
-    # channels-last weights (saved on a GPU) load as ordinary contiguous tensors
-    return model.to(device).eval()
+    return file, saved

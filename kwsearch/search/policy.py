@@ -3,7 +3,10 @@ the budget is spent.
 
 Each proposal is asked of the Optuna study, sampled through its trial and built once on the meta
 device; an over-budget or unbuildable config is told to Optuna at once as infeasible (with its
-constraint values) and never becomes a run. Every epoch is written to the storage as it comes,
+constraint values) and never becomes a run; a config trained already is stored a duplicate.
+After a proposal that repeats an earlier one, the next is drawn at random instead, in a small
+discrete space from the configs never proposed (so that none is wasted on a repeat and the
+search stops when every config was proposed). Every epoch is written to the storage as it comes,
 so a killed driver loses nothing that was finished; a run the scheduler stopped is stored
 PRUNED, with every epoch up to the stop in its history, never COMPLETE.
 """
@@ -15,6 +18,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from optuna.distributions import CategoricalDistribution, IntDistribution
@@ -25,13 +29,17 @@ from kwsearch.models import ModelConfig, ModelConfigError, parse_model_config
 from kwsearch.records import Costs, History, StudyStore, TrialRecord, TrialWriter, spread_along_front
 from kwsearch.search.budget import MetaBuild, ResolvedBudget
 from kwsearch.search.scheduler import ParetoSuccessiveHalving
-from kwsearch.search.space import Dimension, Space
+from kwsearch.search.space import Dimension, Space, SpaceError
 from kwsearch.search.study import ConfirmSettings
+from kwsearch.search.trackers import LogSettings, Trackers
 from kwsearch.stats import front_noise
 from kwsearch.train import Recipe
 
 # Consecutive over-budget configs after which the space is declared unable to meet the budget.
 MAX_CONSECUTIVE_INFEASIBLE = 200
+# A space of at most this many configs (every dimension a choice or a stepped range) is small
+# enough to enumerate: what was not proposed yet is drawn from the rest.
+MAX_ENUMERATED_CONFIGS = 4096
 
 
 def suggest_through(trial: Trial) -> Callable[[Dimension], Any]:
@@ -84,21 +92,31 @@ class SearchPolicy:
         plan: SearchPlan,
         halving: ParetoSuccessiveHalving,
         on_change: Callable[[], None] = lambda: None,
+        trackers: Trackers | None = None,
     ) -> None:
         self.store = store
         self.plan = plan
         self.halving = halving
         self.on_change = on_change
+        self.trackers = trackers or Trackers(LogSettings(), store.name, Path())  # none: logs nothing
         self.stop_reason: str | None = None  # why the search stopped before its budget was spent
         self._pending_baselines = dict(plan.baselines)
         self._rng = random.Random(plan.sampler_seed)
-        self._last_was_duplicate = False
+        self._last_was_repeat = False
         trials = store.trials()
         # config + seed -> the trial that trained it, so an identical proposal is not trained twice
         # (interrupted trials, put back to WAITING, are to re-run: they are no duplicates of themselves)
         self._trained = {
             _identity(t.config, t.seed or 0): t.number for t in trials if t.trained and t.status != "waiting"
         }
+        # every config + seed proposed so far (trained or not), so that exploring proposes others
+        self._proposed = {
+            _identity(t.config, t.seed or 0) for t in trials if t.config is not None and t.status != "waiting"
+        }
+        self._enumerated: list[tuple[str, dict[str, Any]]] | None = None  # see _space_configs
+        # what an infeasible config is told to Optuna for a cost it has none of (it could not be
+        # built): the hypervolume's reference point, so that any trained config dominates it
+        self._worst_costs = (store.record.reference_point or [])[1:] if store.record else []
         self._spent_seconds = sum(t.seconds or 0.0 for t in trials)
         self._searching = True  # until the budget is spent or the space exhausted
         self._live_search_trials = 0
@@ -107,6 +125,12 @@ class SearchPolicy:
     # -- what to run next ------------------------------------------------------------------------
 
     def next_run(self) -> Run | str | None:
+        run = self._next_run()
+        if isinstance(run, Run):
+            self._track(run)
+        return run
+
+    def _next_run(self) -> Run | str | None:
         if self._pending_baselines:
             label = next(iter(self._pending_baselines))
             config = self._pending_baselines.pop(label)
@@ -125,16 +149,21 @@ class SearchPolicy:
             return None
         if self._spent_budget():
             return None
-        explore = False
         for _ in range(MAX_CONSECUTIVE_INFEASIBLE):
             if self.plan.grid_seeds is not None and not self.store.has_waiting():
                 return None  # every combination was proposed (an infeasible one never trains)
-            run = self._propose(explore)
+            # Samplers converging on a small categorical space keep proposing what they proposed
+            # before; after such a repeat, the next proposal is drawn at random from the configs
+            # not proposed yet (all of them, in a small discrete space), not asked of the sampler.
+            if self.plan.grid_seeds is None and self._last_was_repeat and not self._explore():
+                self.stop_reason = (
+                    f"every config of the space ({len(self._enumerated)}) was proposed: "
+                    "the space is exhausted; widen it to search further"
+                )
+                return None
+            run = self._propose()
             if run is not None:
                 return run
-            # Samplers converging on a small categorical space keep proposing what was trained;
-            # after a duplicate, the next proposal is drawn at random from the space instead.
-            explore = self.plan.grid_seeds is None and self._last_was_duplicate
         self.stop_reason = (
             f"the sampler proposed {MAX_CONSECUTIVE_INFEASIBLE} configs in a row that were over budget, "
             "could not be built, or were trained already: the space's feasible configs may be exhausted; "
@@ -181,6 +210,7 @@ class SearchPolicy:
         # Every epoch goes to the history attribute, not to Optuna's intermediate values: Optuna's
         # multi-objective TPE raises on PRUNED trials that carry them.
         run.handle.writer.record_history(history)
+        self.trackers.epoch(run.key, history[-1])
         self.on_change()
 
     def on_finish(self, run: Run, outcome: Outcome) -> None:
@@ -193,20 +223,24 @@ class SearchPolicy:
             writer.record_traceback(outcome.traceback)
         writer.record_history(outcome.history)
         epochs = len(outcome.history)
+        values = error = None
         if outcome.kind == "failed":
-            writer.finish("failed", seconds=outcome.seconds, error=outcome.error)
+            status, error = "failed", outcome.error
         elif trial.kind == "search" and run.key in self.halving.stopped:
-            writer.finish("pruned", seconds=outcome.seconds)
+            status = "pruned"
         elif outcome.kind == "finished" and epochs >= self.plan.recipe.epochs:
-            accuracy = outcome.history[-1]["val_accuracy"]
+            status, accuracy = "complete", outcome.history[-1]["val_accuracy"]
             values = [
                 accuracy if name == "accuracy" else getattr(trial.costs, name)
                 for name in self.plan.objectives
             ]
-            writer.finish("complete", values=values, seconds=outcome.seconds)
         else:
-            error = f"stopped after {epochs} of {self.plan.recipe.epochs} epochs"
-            writer.finish("failed", seconds=outcome.seconds, error=error)
+            status, error = "failed", f"stopped after {epochs} of {self.plan.recipe.epochs} epochs"
+        writer.finish(status, values=values, seconds=outcome.seconds, error=error)
+        final = {"epochs": epochs, "seconds": outcome.seconds, **_known(trial.costs.as_dict())}
+        if outcome.history:
+            final["accuracy"] = outcome.history[-1]["val_accuracy"]
+        self.trackers.finish(run.key, status, final)
         self.on_change()
 
     # -- helpers ----------------------------------------------------------------------------
@@ -234,6 +268,15 @@ class SearchPolicy:
             handle=_Trial(writer, costs, kind),
         )
 
+    def _track(self, run: Run) -> None:
+        """Tell the trackers a run starts: its name there, its config, seed and costs."""
+        trial: _Trial = run.handle
+        label = {"search": f"trial {run.key}", "baseline": run.key.replace(":", " ")}.get(trial.kind)
+        if label is None:  # confirm:NUMBER:SEED
+            label = f"trial {run.key.split(':')[1]} seed {run.recipe.seed}"
+        summary = {"seed": run.recipe.seed, **_known(trial.costs.as_dict())}
+        self.trackers.start(run.key, label, run.model.model_dump(mode="json"), summary)
+
     def _baseline_run(self, label: str, config: ModelConfig) -> Run:
         costs = MetaBuild(config).costs()
         writer = self.store.ask_baseline()
@@ -245,20 +288,47 @@ class SearchPolicy:
         model = parse_model_config(trial.config)
         return self._run(f"confirm:{trial.number}:{seed}", writer, model, trial.costs, seed, "confirmation")
 
-    def _propose(self, explore: bool) -> Run | None:
-        """Ask Optuna for one config (``explore``: a random one, enqueued); None when it cannot
-        train (over budget, no network can be built from it, trained already), which is told
-        to Optuna at once."""
-        self._last_was_duplicate = False
-        if explore:
+    def _space_configs(self) -> list[tuple[str, dict[str, Any]]] | None:
+        """Every config of a small discrete space (identity, raw values); None for a space with
+        a continuous dimension or more than MAX_ENUMERATED_CONFIGS configs."""
+        if self._enumerated is None:
+            try:
+                configs = list(
+                    self.plan.space.enumerate(Dimension.grid_values, limit=MAX_ENUMERATED_CONFIGS + 1)
+                )
+            except SpaceError:  # a continuous dimension
+                configs = []
+            seed = self.plan.recipe.seed
+            self._enumerated = [(_identity(config, seed), params) for config, params in configs]
+        return self._enumerated if 0 < len(self._enumerated) <= MAX_ENUMERATED_CONFIGS else None
+
+    def _explore(self) -> bool:
+        """Enqueue a config drawn at random: in a small discrete space one not proposed before,
+        elsewhere any. False when a small space has none left."""
+        configs = self._space_configs()
+        if configs is None:
             _, params = self.plan.space.sample(lambda dimension: dimension.random(self._rng))
-            self.store.enqueue(params, explored=True)
+        else:
+            rest = [params for identity, params in configs if identity not in self._proposed]
+            if not rest:
+                return False
+            params = self._rng.choice(rest)
+        self.store.enqueue(params, explored=True)
+        return True
+
+    def _propose(self) -> Run | None:
+        """Ask Optuna for one config (a waiting one first: enqueued or interrupted); None when it
+        cannot train (over budget, no network can be built from it, trained already), which is
+        told to Optuna at once."""
         writer = self.store.ask()
         seed = self.plan.recipe.seed
         if self.plan.grid_seeds is not None:
             seed = writer.trial.suggest_categorical("seed", self.plan.grid_seeds)
         config, _ = self.plan.space.sample(suggest_through(writer.trial))
         writer.propose(config, seed)
+        identity = _identity(config, seed)
+        self._last_was_repeat = identity in self._proposed
+        self._proposed.add(identity)
         try:
             model = parse_model_config(config, self.plan.space.source)
             build = MetaBuild(model)
@@ -276,12 +346,8 @@ class SearchPolicy:
         if costs.macs is None:  # it will train: worth the MAC count for the record
             costs = build.costs()
             writer.set_costs(costs)
-        identity = _identity(config, seed)
         if identity in self._trained:
-            original = self.store.trial(self._trained[identity])
-            values = original.objectives(self.plan.objectives)
-            writer.duplicate(original, None if values is None else list(values.values()))
-            self._last_was_duplicate = True
+            writer.duplicate(self.store.trial(self._trained[identity]))
             self.on_change()
             return None
         writer.mark_trained()
@@ -294,12 +360,17 @@ class SearchPolicy:
     ):
         """Store a config that will not train (accuracy 0 and its costs, constraint values > 0)."""
         writer.constrain(constraints)
+        worst = dict(zip(self.plan.objectives[1:], self._worst_costs, strict=False))
         values = [
-            0.0 if name == "accuracy" or costs is None else getattr(costs, name)
+            0.0 if name == "accuracy" else getattr(costs, name) if costs else worst.get(name, 0.0)
             for name in self.plan.objectives
         ]
         writer.finish("infeasible", values=values, error=reason)
         self.on_change()
+
+
+def _known(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def _identity(config: dict[str, Any] | None, seed: int) -> str:

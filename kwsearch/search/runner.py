@@ -26,6 +26,7 @@ from kwsearch.search.scheduler import ParetoScheduler, ParetoSuccessiveHalving
 from kwsearch.search.space import Dimension
 from kwsearch.search.study import Study, StudyError
 from kwsearch.search.summary import StudySummary, summarize
+from kwsearch.search.trackers import TrackerError, Trackers
 from kwsearch.versions import software_versions
 
 # How many configs of the space (every choice, numbers at their lowest) are accounted before the
@@ -191,7 +192,7 @@ def run_search(
     trials: int | None = None,
     storage: str | None = None,
     address: str | None = None,
-    runs_dir: Path = Path("runs"),
+    runs_dir: str | Path = Path("runs"),
     progress: bool | None = None,
 ) -> StudySummary:
     """Run ``study`` (or continue it) until its budget is spent; return the summary.
@@ -201,13 +202,17 @@ def run_search(
     """
     settings = study.settings
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    run_dir = runs_dir / study.name
+    run_dir = Path(runs_dir) / study.name
     with driver_lock(run_dir):
         # everything that can reject the study runs before Ray starts (seconds)
         budget, baseline = resolve_budget(study)
         check_feasible(study, budget)
         storage = storage or settings.storage or default_storage(run_dir)
         store = open_store(study, storage, budget, baseline)
+        try:
+            trackers = Trackers(settings.log, study.name, run_dir)
+        except TrackerError as error:
+            raise StudyError(f"{study.where}: {error}") from None
         with ray_session(address) as cluster:
             gpus = gpu_share(
                 settings.resources.gpu, cluster, auto=0.25, where=f"{study.where}: resources.gpu"
@@ -244,17 +249,20 @@ def run_search(
                 return f"trained {spent}{target}  trial time {summary.trial_seconds / 60:.1f} min"
 
             with SearchProgress(store, budget_line, enabled=progress) as view:
-                policy = SearchPolicy(store, plan, halving, on_change=view.changed)
+                policy = SearchPolicy(store, plan, halving, on_change=view.changed, trackers=trackers)
                 driver = Driver(policy)
-                run_tune(
-                    driver,
-                    data=settings.data.model_dump(),
-                    resources=settings.resources,
-                    gpus=gpus,
-                    retries=settings.retries,
-                    run_dir=run_dir,
-                    scheduler=ParetoScheduler(halving),
-                )
+                try:
+                    run_tune(
+                        driver,
+                        data=settings.data.model_dump(),
+                        resources=settings.resources,
+                        gpus=gpus,
+                        retries=settings.retries,
+                        run_dir=run_dir,
+                        scheduler=ParetoScheduler(halving),
+                    )
+                finally:
+                    trackers.close()
         summary = summarize(store)
         summary.stop_reason = policy.stop_reason
         # Ray Tune ends its run on Ctrl-C; runs still live then were cut off and re-run next time

@@ -29,6 +29,7 @@ from kwsearch.models.presets import kw_preset
 from kwsearch.nn import family_names
 from kwsearch.search.samplers import SamplerError, SamplerSettings, make_sampler
 from kwsearch.search.space import Dimension, Space, SpaceError
+from kwsearch.search.trackers import LogSettings
 from kwsearch.train import Recipe
 from kwsearch.validation import describe
 from kwsearch.yaml_file import YamlFileError, read_yaml
@@ -194,6 +195,7 @@ class StudySettings(BaseModel):
     )
     confirm: ConfirmSettings | None = None
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
+    log: LogSettings = Field(default_factory=LogSettings)  # experiment trackers the runs stream to
 
     @field_validator("name")
     @classmethod
@@ -281,6 +283,10 @@ def parse_study(data: Any, source: Path | None = None, name: str | None = None) 
         raise StudyError(f"{where}: {describe(error, empty='<study>')}") from None
     if name is not None:
         settings = settings.model_copy(update={"name": name})
+    for tracker, package in settings.log.missing().items():
+        raise StudyError(
+            f"{where}: log: {tracker}: the {package} package is not installed (pip install 'kwsearch[track]')"
+        )
     space = _load_space(settings.space, source)
     study = Study(settings, space, source)
     _check_space_and_baselines(study)

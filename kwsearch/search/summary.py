@@ -21,6 +21,7 @@ class StudySummary:
     infeasible: int
     running: int
     duplicates: int
+    proposals: int  # configs the search proposed: trained, infeasible and duplicates
     pareto: list[int]  # on each config's mean accuracy over its runs (seeds, confirmation runs)
     hypervolume: float
     reference_point: list[float]
@@ -50,6 +51,13 @@ class StudySummary:
         if self.confirmations:
             counts += f", {self.confirmations} confirmation runs"
         out = [f"{self.name}: {counts}; hypervolume {self.hypervolume:.4f}"]
+        trained = self.complete + self.pruned + self.failed
+        if trained:
+            out.append(
+                f"{self.proposals} proposals for {trained} trained trials "
+                f"({self.proposals / trained:.1f} per trained trial: {self.duplicates} duplicates, "
+                f"{self.infeasible} infeasible)"
+            )
         if self.pareto:
             out.append("front (accuracy with its 95% interval):")
         for number in sorted(self.pareto, key=lambda n: list(self.front_costs[n].values())):
@@ -124,6 +132,7 @@ def summarize(store: StudyStore) -> StudySummary:
         infeasible=counts["infeasible"],
         running=counts["running"],
         duplicates=counts["duplicate"],
+        proposals=sum(counts[s] for s in FINISHED) + counts["duplicate"],
         pareto=noise.front,
         hypervolume=normalized_hypervolume(points, record.reference_point) if record.reference_point else 0.0,
         reference_point=record.reference_point,
