@@ -243,7 +243,7 @@ def run_search(
                 target = f"/{wanted}" if wanted else ""
                 return f"trained {spent}{target}  trial time {summary.trial_seconds / 60:.1f} min"
 
-            with SearchProgress(store, budget_line, enabled=progress) as view:
+            with SearchProgress(store, budget_line, enabled=progress, trials=wanted) as view:
                 policy = SearchPolicy(store, plan, halving, on_change=view.changed)
                 driver = Driver(policy)
                 run_tune(
