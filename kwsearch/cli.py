@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from kwsearch import __version__
+from kwsearch.formats import format_cost
 
 app = typer.Typer(
     name="kwsearch",
@@ -19,13 +20,20 @@ app = typer.Typer(
 )
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
-) -> None:
-    if version:
+def _print_version(asked: bool) -> None:
+    # an option callback runs while the options are parsed, before a missing command is an error
+    if asked:
         typer.echo(__version__)
         raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
+    ),
+) -> None:
+    pass
 
 
 @app.command()
@@ -35,13 +43,14 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Print one JSON ob
     import ray
     import torch
 
-    from kwsearch.data import FASHION_MNIST, DataSourceError, locate_files
+    from kwsearch.data import FASHION_MNIST, DataSourceError, file_paths, locate_files
 
     try:
         locate_files(FASHION_MNIST, download=False)
         fashion = "found"
+        folders = sorted({str(path.parent) for path in file_paths(FASHION_MNIST).values()})
     except DataSourceError as error:
-        fashion = f"missing: {error}"
+        fashion, folders = f"missing: {error}", []
     facts = {
         "kwsearch": __version__,
         "python": platform.python_version(),
@@ -52,10 +61,13 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Print one JSON ob
         "optuna": optuna.__version__,
         "ray": ray.__version__,
         "fashion_mnist": fashion,
+        "fashion_mnist_folders": folders,
     }
     if as_json:
         typer.echo(json.dumps(facts))
         return
+    facts["fashion_mnist"] += f" in {', '.join(folders)}" if folders else ""
+    del facts["fashion_mnist_folders"]
     for key, value in facts.items():
         typer.echo(f"{key:>14}: {value}")
 
@@ -322,10 +334,13 @@ def replay(
             f"{', '.join(map(str, summary.seeds))}: {summary.trained} runs trained, "
             f"{summary.skipped} done before"
         )
-        proxy = {p["trial"]: p["proxy_accuracy"] for p in summary.agreement.pairs}
+        pairs = {p["trial"]: p for p in summary.agreement.pairs}
         for number, result in summary.results.items():
             mean, std = result.test_accuracy_mean, result.test_accuracy_std
-            before = f"proxy {proxy[number]:.4f}  " if number in proxy else ""
+            pair = pairs.get(number)
+            before = ""
+            if pair:
+                before = f"params {format_cost(pair.get('params'))}  proxy {pair['proxy_accuracy']:.4f}  "
             typer.echo(
                 f"  trial {number:>4}  {before}full {mean:.4f} ± {std:.4f}  ({len(result.seeds)} seeds)"
             )
@@ -419,7 +434,7 @@ def _print_calibration(calibration) -> None:
             accuracy(row["proxy_mean"], row["proxy_std"]),
             accuracy(row["full_mean"], row["full_std"]),
         )
-        typer.echo(f"{row['index']:>6}  {trial:>5}  {row['params']:>12,}  {proxy:<16}  {full}")
+        typer.echo(f"{row['index']:>6}  {trial:>5}  {format_cost(row['params']):>12}  {proxy:<16}  {full}")
     typer.echo("cheaper proxies (Spearman's rho against full training, 95% bootstrap interval):")
     for proxy in calibration.cheap_proxies:
         rho = proxy.spearman
