@@ -4,75 +4,22 @@ through the record; and the one format for costs they share."""
 
 from __future__ import annotations
 
-import datetime
 import io
 import re
 
 import optuna
 import pytest
-from optuna.distributions import CategoricalDistribution
 from rich.console import Console
 
 from kwsearch.formats import format_cost, format_duration, format_millions, format_value
-from kwsearch.records import Costs, StudyRecord, StudyStore, TrialRecord
 from kwsearch.search import summarize
 from kwsearch.search.progress import SearchProgress, time_left
-
-OBJECTIVES = ["accuracy", "params"]
-NOW = datetime.datetime.now()  # what Optuna stores trials' start times against
+from tests.helpers import study_of, trial_record
 
 
 @pytest.fixture(autouse=True)
 def _quiet():
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def history(accuracies: list[float], images: int = 1000, seconds: float = 10.0) -> list[dict[str, float]]:
-    return [
-        {"epoch": e, "val_accuracy": a, "val_images": images, "epoch_seconds": seconds}
-        for e, a in enumerate(accuracies, start=1)
-    ]
-
-
-def trial(number: int, status: str, params: int, accuracies: list[float], **fields) -> TrialRecord:
-    started = NOW - datetime.timedelta(seconds=fields.pop("ago", 100))
-    return TrialRecord(
-        number=number,
-        status=status,
-        params={"width": 0.5},
-        distributions={"width": CategoricalDistribution([0.25, 0.5])},
-        config={"backbone": "resnet18_cifar", "width": 0.5, "trial": number},  # a config each
-        costs=Costs(params, params, 40 * params),
-        history=history(accuracies),
-        seed=0,
-        seconds=None if status == "running" else 10.0 * len(accuracies),
-        trained=status != "infeasible",
-        started=started,
-        finished=None if status == "running" else started + datetime.timedelta(seconds=30),
-        **fields,
-    )
-
-
-def store_of(trials: list[TrialRecord], epochs: int = 3) -> StudyStore:
-    store = StudyStore.create(
-        optuna.storages.InMemoryStorage(),
-        "printed",
-        directions=["maximize", "minimize"],
-        sampler=optuna.samplers.RandomSampler(seed=0),
-    )
-    store.write_record(
-        StudyRecord(
-            name="printed",
-            settings={"proxy": {"epochs": epochs}, "sampler": {"name": "random"}},
-            objectives=OBJECTIVES,
-            budget={"params": 1e6},
-            baseline_config=None,
-            baseline_costs=Costs(300_000, 300_000, 9_000_000),
-            reference_point=[0.0, 1.1e6],
-        )
-    )
-    store.add(trials)
-    return store
 
 
 def panel_text(view: SearchProgress) -> str:
@@ -99,7 +46,9 @@ def test_costs_are_written_exactly_so_that_close_configs_differ():
 
 
 def test_the_live_view_and_the_piped_lines_tell_apart_trials_100_parameters_apart(capsys):
-    store = store_of([trial(0, "complete", 328_000, [0.5, 0.6, 0.7]), trial(1, "complete", 328_100, [0.8])])
+    store = study_of(
+        [trial_record(0, "complete", 328_000, [0.5, 0.6, 0.7]), trial_record(1, "complete", 328_100, [0.8])]
+    )
     view = SearchProgress(store, budget_line, enabled=False)
     view.changed(force=True)
     printed = capsys.readouterr().err
@@ -114,12 +63,12 @@ def test_the_live_view_and_the_piped_lines_tell_apart_trials_100_parameters_apar
 
 
 def test_the_summary_ends_with_each_front_member_its_accuracy_interval_and_costs():
-    store = store_of(
+    store = study_of(
         [
-            trial(0, "complete", 300_000, [0.5, 0.70]),
-            trial(1, "complete", 600_000, [0.6, 0.80]),
-            trial(2, "complete", 900_000, [0.6, 0.75]),  # dominated
-            trial(3, "infeasible", 2_000_000, [], error="over budget"),
+            trial_record(0, "complete", 300_000, [0.5, 0.70]),
+            trial_record(1, "complete", 600_000, [0.6, 0.80]),
+            trial_record(2, "complete", 900_000, [0.6, 0.75]),  # dominated
+            trial_record(3, "infeasible", 2_000_000, [], error="over budget"),
         ]
     )
     lines = summarize(store).lines()
@@ -135,11 +84,11 @@ def test_the_summary_ends_with_each_front_member_its_accuracy_interval_and_costs
 
 
 def test_the_live_view_has_a_row_per_running_trial_and_the_time_left():
-    store = store_of(
+    store = study_of(
         [
-            trial(0, "complete", 300_000, [0.5, 0.6, 0.7]),
-            trial(1, "running", 400_000, [0.55], ago=65),
-            trial(2, "running", 500_000, [], ago=5),
+            trial_record(0, "complete", 300_000, [0.5, 0.6, 0.7]),
+            trial_record(1, "running", 400_000, [0.55], ago=65),
+            trial_record(2, "running", 500_000, [], ago=5),
         ]
     )
     view = SearchProgress(store, budget_line, enabled=True, trials=5)
@@ -153,12 +102,12 @@ def test_the_live_view_has_a_row_per_running_trial_and_the_time_left():
 
 
 def test_time_left_counts_running_epochs_and_the_trials_not_started():
-    done = trial(0, "complete", 300_000, [0.5, 0.6, 0.7])  # 3 epochs of 10 s: 30 s a trial
-    running = trial(1, "running", 400_000, [0.55])  # 2 epochs to go: 20 s
+    done = trial_record(0, "complete", 300_000, [0.5, 0.6, 0.7])  # 3 epochs of 10 s: 30 s a trial
+    running = trial_record(1, "running", 400_000, [0.55])  # 2 epochs to go: 20 s
     # 4 wanted, 2 trained or training: 2 more of 30 s and the running one's 20 s, one at a time
     # (as many at a time as run now)
     assert time_left([done, running], wanted=4, epochs=3) == pytest.approx((2 * 30 + 20) / 1)
-    second = trial(2, "running", 400_000, [0.55, 0.6])  # 1 epoch to go: 10 s
+    second = trial_record(2, "running", 400_000, [0.55, 0.6])  # 1 epoch to go: 10 s
     assert time_left([done, running, second], wanted=4, epochs=3) == pytest.approx((30 + 20 + 10) / 2)
     assert time_left([running], wanted=4, epochs=3) is None  # no trial finished: no trial time yet
     assert time_left([done, running], wanted=None, epochs=3) is None  # no trial budget
