@@ -25,6 +25,7 @@ _STARTED = "started"
 _SOFTWARE = "software"
 _FINGERPRINT = "fingerprint"
 _GPUS_PER_TRIAL = "gpus_per_trial"
+_TRIAL_BUDGET = "trial_budget"
 _KEYS = (
     _SCHEMA,
     _SETTINGS,
@@ -38,6 +39,7 @@ _KEYS = (
     _SOFTWARE,
     _FINGERPRINT,
     _GPUS_PER_TRIAL,
+    _TRIAL_BUDGET,
 )
 
 
@@ -48,7 +50,8 @@ class StudyRecord:
     ``settings`` is the study file as validated (JSON), ``fingerprint`` the part of it that must
     not change while the study continues; ``budget`` the absolute limits, resolved against the
     static baseline (``baseline_config`` with ``baseline_costs``); ``reference_point`` the
-    hypervolume's, in objective space with accuracy negated."""
+    hypervolume's, in objective space with accuracy negated; ``trial_budget`` the trained trials
+    the last search run wanted (``--trials`` raises the study file's ``budget.trials``)."""
 
     name: str
     settings: dict[str, Any]
@@ -62,6 +65,7 @@ class StudyRecord:
     started: float | None = None
     software: dict[str, str] | None = None
     gpus_per_trial: float = 0.0
+    trial_budget: int | None = None
     schema: int = SCHEMA
     extra: dict[str, Any] = field(default_factory=dict)  # attributes of later schemas, kept as read
 
@@ -80,6 +84,7 @@ class StudyRecord:
             _SOFTWARE: self.software,
             _FINGERPRINT: self.fingerprint,
             _GPUS_PER_TRIAL: self.gpus_per_trial,
+            _TRIAL_BUDGET: self.trial_budget,
         }
 
     @classmethod
@@ -97,6 +102,7 @@ class StudyRecord:
             started=attrs.get(_STARTED),
             software=attrs.get(_SOFTWARE),
             gpus_per_trial=float(attrs.get(_GPUS_PER_TRIAL) or 0.0),
+            trial_budget=attrs.get(_TRIAL_BUDGET),
             schema=int(attrs.get(_SCHEMA, 1)),
             extra={k: v for k, v in attrs.items() if k not in _KEYS},
         )

@@ -223,6 +223,7 @@ def run_search(
             unlimited = grid or settings.budget.wall_clock or settings.budget.gpu_hours
             if wanted is None and not unlimited:
                 wanted = 20  # never an endless search by accident
+            store.set_trial_budget(wanted)  # the study file's, or --trials: what the report states
             plan = SearchPlan(
                 space=study.space,
                 objectives=settings.objectives,
