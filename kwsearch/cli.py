@@ -264,7 +264,7 @@ def report(
 
     try:
         found = locate_study(study, storage, runs_dir)
-        data = load(found.storage, found.name, target=study)
+        data = load(found.storage, found.name, target=found.arguments)
     except (StudyError, ReportError) as error:
         raise _bad_input(str(error)) from None
     files = write_report(data, out or default_output(found.name))

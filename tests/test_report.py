@@ -47,7 +47,8 @@ def tiny(tmp_path_factory):
     path.write_text(yaml.safe_dump(STUDY))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        run_search(load_study(path), runs_dir=folder / "runs", progress=False)
+        # one trial more than the file's budget, as `kwsearch search --trials 6` asks
+        run_search(load_study(path), trials=6, runs_dir=folder / "runs", progress=False)
     finally:
         ray.shutdown()
     return path, folder / "runs"
@@ -64,6 +65,7 @@ def test_the_report_of_a_real_study_shows_its_front_baselines_and_budget(tiny, t
     for heading in ("Accuracy against cost", "Hypervolume", "Which settings matter", "Top configurations"):
         assert heading in page
     assert "budget " in page and "Pareto front" in page
+    assert "trials: 6" in page and "trials: 5" not in page  # the header: the budget it ran with
     for number in data.front:
         assert f"kwsearch replay {path} --trials {number}" in page
     assert "over budget" in page  # the infeasible configs' reason
@@ -97,7 +99,7 @@ def test_the_command_reads_a_study_file_or_a_name(tiny, tmp_path, monkeypatch):
     result = runner.invoke(app, ["report", "tiny", "--runs-dir", str(runs)])
     assert result.exit_code == 0, result.output
     page = (tmp_path / "reports" / "tiny.html").read_text()
-    assert "kwsearch replay tiny --trials" in page
+    assert f"kwsearch replay tiny --runs-dir {runs} --trials" in page  # finds it again
 
 
 def test_an_unknown_study_is_bad_input_naming_it(tiny, tmp_path):

@@ -8,6 +8,8 @@ writes with ``<`` and ``>`` escaped, and hover text is escaped in :mod:`kwsearch
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import time
 from html import escape
 from typing import Any
@@ -17,8 +19,9 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from kwsearch import __version__
+from kwsearch.formats import format_accuracy, format_cost, format_value
 from kwsearch.report import analysis, figures
-from kwsearch.report.data import StudyData, present
+from kwsearch.report.data import StudyData, present, replay_command
 from kwsearch.versions import software_versions
 
 STYLE = """
@@ -110,10 +113,12 @@ def _header(data: StudyData) -> str:
     if sampler.get("options"):
         sampler_text += f", options {json.dumps(sampler['options'])}"
     budget = settings.get("budget") or {}
+    # the last search run's (--trials overrides the study file's)
+    trial_budget = data.record.trial_budget or budget.get("trials")
     trained = int(data.search["trained"].sum()) if len(data.search) else 0
     spent = f"{trained} trained trial(s)"
-    if budget.get("trials"):
-        spent += f" of {budget['trials']}"
+    if trial_budget:
+        spent += f" of {trial_budget}"
     seconds = float(data.search["seconds"].fillna(0).sum()) if len(data.search) else 0.0
     gpus = data.record.gpus_per_trial
     spent += f"; trial time {seconds / 3600:.2f} h"
@@ -136,7 +141,7 @@ def _header(data: StudyData) -> str:
         "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)) if started else "unknown",
         "objectives": ", ".join(data.objectives),
         "trials": _counts_text(counts) or "none",
-        "budget": f"limits: {limit_text}; trials: {budget.get('trials') or 'no limit'}"
+        "budget": f"limits: {limit_text}; trials: {trial_budget or 'no limit'}"
         + (f"; wall clock {budget['wall_clock']:.0f} s" if budget.get("wall_clock") else "")
         + (f"; {budget['gpu_hours']} GPU hours" if budget.get("gpu_hours") else ""),
         "budget spent": spent,
@@ -222,13 +227,13 @@ def _settings_that_matter(data: StudyData) -> list[str]:
             "over complete trials (infeasible configs left out).</p>"
         )
         parts.append(_plot(figures.importances(found)))
-    parts.append("<h3>Objectives by value (mean ± 95% confidence interval, complete trials)</h3>")
+    parts.append("<h3>Objectives by value (mean and its 95% confidence interval, complete trials)</h3>")
     tables = analysis.effects(data)
     if not tables:
         parts.append("<p>No complete trials to compare.</p>")
     for key, table in tables.items():
         parts.append(f"<h3 class='mono'>{escape(key)}</h3>")
-        parts.append(_table(_with_intervals(table, data.objectives)))
+        parts.append(_table(_with_intervals(_space_values(table, ["value"]), data.objectives)))
     parts.append("<h3>Paired differences against the baseline value</h3>")
     paired = analysis.paired_differences(data)
     if isinstance(paired, str):
@@ -240,7 +245,8 @@ def _settings_that_matter(data: StudyData) -> list[str]:
         )
         for key, table in paired.items():
             parts.append(f"<h3 class='mono'>{escape(key)}</h3>")
-            parts.append(_table(_with_intervals(table, [f"Δ {n}" for n in data.objectives])))
+            shown = _space_values(table, ["value", "baseline"])
+            parts.append(_table(_with_intervals(shown, [f"Δ {n}" for n in data.objectives])))
     return parts
 
 
@@ -276,11 +282,8 @@ def _top_configurations(data: StudyData) -> list[str]:
             }
         )
     parts.append(_table(pd.DataFrame(rows), mono={"replay"}))
-    numbers = ",".join(str(n) for n in sorted(data.front))
-    parts.append(
-        f"<p>Replay the whole front: <code>{escape(f'kwsearch replay {data.target} --trials {numbers}')}"
-        "</code></p>"
-    )
+    command = replay_command(data.target, sorted(data.front))
+    parts.append(f"<p>Replay the whole front: <code>{escape(command)}</code></p>")
     return parts
 
 
@@ -312,7 +315,7 @@ def _proxy_fidelity(data: StudyData) -> list[str]:
     parts = ["<h2 id='proxy-fidelity'>Proxy fidelity</h2>"]
     calibration = data.calibration
     if calibration is None:
-        command = f"kwsearch calibrate {data.target}"
+        command = f"kwsearch calibrate {shlex.join(data.target)}"
         return [
             *parts,
             f"<p>Not measured. <code>{escape(command)}</code> trains configs spread over the space's "
@@ -346,6 +349,13 @@ def _proxy_fidelity(data: StudyData) -> list[str]:
     return parts
 
 
+def _natural(row: pd.Series) -> tuple:
+    """A row of the error table's sort key: its status, then its error with each number in it
+    compared as a number."""
+    parts = re.split(r"(\d[\d,]*(?:\.\d+)?)", str(row["error"]))
+    return (row["status"], [(0, float(p.replace(",", ""))) if i % 2 else (1, p) for i, p in enumerate(parts)])
+
+
 def _seeds(seeds: list[int]) -> str:
     return ", ".join(str(s) for s in seeds)
 
@@ -361,6 +371,8 @@ def _problems(data: StudyData) -> list[str]:
         .agg(lambda n: ", ".join(str(x) for x in sorted(n)))
         .reset_index()
     )
+    # numbers in the errors compared as numbers: "params 2,100,000" before "params 10,500,000"
+    grouped = grouped.iloc[sorted(range(len(grouped)), key=lambda i: _natural(grouped.iloc[i]))]
     grouped["trials"] = grouped["number"]
     return [
         "<h2>Failed and infeasible trials</h2>",
@@ -396,27 +408,44 @@ def _table(frame: pd.DataFrame, mono: set[str] = frozenset()) -> str:
 
 
 def _with_intervals(table: pd.DataFrame, names: list[str]) -> pd.DataFrame:
-    """Fold each ``name`` and ``name ±95%`` column pair into one ``mean ± half`` text column."""
+    """Fold each ``name``, ``name low`` and ``name high`` column triple into one text column:
+    ``mean (95% CI low to high)``."""
     out = table.copy()
     for name in names:
-        interval = f"{name} ±95%"
-        if name not in out or interval not in out:
+        low, high = f"{name} low", f"{name} high"
+        if name not in out or low not in out:
             continue
-        out[name] = [
-            _number(m, name) + ("" if _missing(h) else f" ± {_number(h, name)}")
-            for m, h in zip(out[name], out[interval], strict=True)
-        ]
-        out = out.drop(columns=interval)
+
+        def shown(mean: float, lo: float, hi: float, name: str = name) -> str:
+            interval = f" (95% CI {_number(lo, name)} to {_number(hi, name)})"
+            return _number(mean, name) + ("" if _missing(lo) else interval)
+
+        out[name] = [shown(*bounds) for bounds in zip(out[name], out[low], out[high], strict=True)]
+        out = out.drop(columns=[low, high])
     return out
+
+
+def _space_values(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``columns`` (values of the search space) as text, exactly as sampled."""
+    out = table.copy()
+    for column in columns:
+        out[column] = out[column].map(format_value)
+    return out
+
+
+COST_COLUMNS = ("params", "effective_params", "macs", "MACs")
+COUNT_COLUMNS = ("trial", "number", "config", "n", "pairs", "seeds", "runs", "epochs")
 
 
 def _number(value: Any, column: str) -> str:
     if _missing(value):
         return "–"
-    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) >= 1000):
-        return f"{value:,.0f}"
+    if column.removeprefix("Δ ") in COST_COLUMNS:
+        return format_cost(value)
+    if column in COUNT_COLUMNS:
+        return str(int(value))
     if "accuracy" in column or column in ("hypervolume", "Spearman ρ", "Kendall τ"):
-        return f"{value:.4f}"
+        return format_accuracy(value)
     if abs(value) >= 1000:
         return f"{value:,.0f}"
     return f"{value:.4g}"
