@@ -1,12 +1,9 @@
-"""The report's plots, as plotly figures. Every user-provided string in hover text is
-HTML-escaped here, quotes excepted (plotly renders hover text as a subset of HTML: it decodes
-``&lt;``, ``&gt;`` and ``&amp;`` but shows ``&quot;`` as typed, and with ``<`` escaped no tag
-can form), so the escaped text shows as typed and is never markup."""
+"""The report's plots, as plotly figures. Every user-provided string in plot text goes through
+:func:`kwsearch.report.layout.plot_text`, so it shows as typed and is never markup."""
 
 from __future__ import annotations
 
 import json
-from html import escape
 from typing import Any
 
 import pandas as pd
@@ -16,6 +13,7 @@ from plotly.subplots import make_subplots
 from kwsearch.calibrate import CheapProxy
 from kwsearch.formats import format_accuracy, format_cost
 from kwsearch.report.data import StudyData, present
+from kwsearch.report.layout import plot_text
 
 TEMPLATE = "plotly_white"
 LABELS = {"accuracy": "proxy accuracy", "params": "parameters", "effective_params": "effective parameters"}
@@ -47,16 +45,11 @@ CAPTIONS = {
 NO_ACCURACY = {"infeasible": "never trained", "failed": "failed before an epoch"}
 
 
-def _text(value: Any) -> str:
-    """``value`` as hover text shows it: escaped, quotes as typed."""
-    return escape(str(value), quote=False)
-
-
 def hover_text(row: dict[str, Any], objectives: list[str]) -> str:
     """A trial's hover box: number and status, metrics, its full config, the replay command."""
-    head = f"<b>trial {row['number']}</b> ({_text(row['status'])})"
+    head = f"<b>trial {row['number']}</b> ({plot_text(row['status'])})"
     if row["kind"] == "baseline":
-        head = f"<b>baseline {_text(row['label'])}</b>"
+        head = f"<b>baseline {plot_text(row['label'])}</b>"
     lines = [head]
     for name in ("accuracy", "params", "effective_params", "macs", "seconds"):
         value = row.get(name)
@@ -68,15 +61,15 @@ def hover_text(row: dict[str, Any], objectives: list[str]) -> str:
     if present(row.get("temperature")):
         lines.append(f"temperature reached: {row['temperature']:.3g}")
     if present(row.get("seed")):
-        lines.append(f"seed: {_text(row['seed'])}")
+        lines.append(f"seed: {plot_text(row['seed'])}")
     if present(row.get("error")):
-        lines.append(f"error: {_text(_shorten(str(row['error']), 300))}")
+        lines.append(f"error: {plot_text(_shorten(str(row['error']), 300))}")
     config = json.loads(row["config"]) if present(row.get("config")) else None
     if config is not None:
         lines.append("<b>config</b>")
-        lines += [f"  {_text(key)}: {_text(json.dumps(value))}" for key, value in _leaves(config)]
+        lines += [f"  {plot_text(key)}: {plot_text(json.dumps(value))}" for key, value in _leaves(config)]
     if present(row.get("replay")):
-        lines.append(f"replay: {_text(row['replay'])}")
+        lines.append(f"replay: {plot_text(row['replay'])}")
     return "<br>".join(lines)
 
 
@@ -141,7 +134,7 @@ def accuracy_vs_cost(data: StudyData, cost: str) -> go.Figure:
                 name="baselines",
                 marker={"symbol": "star", "size": 14, "color": "rgb(44,160,44)", "line": {"width": 1}},
                 error_y=_interval_bars(records, "rgb(44,160,44)"),
-                text=[_text(r["label"]) for r in records],
+                text=[plot_text(r["label"]) for r in records],
                 textposition="top center",
                 hovertext=[hover_text(r, objectives) for r in records],
                 hoverinfo="text",
@@ -203,7 +196,7 @@ def importances(table: pd.DataFrame) -> go.Figure:
     for name in table.columns:
         fig.add_trace(
             go.Bar(
-                y=[_text(s) for s in table.index],
+                y=[plot_text(s) for s in table.index],
                 x=table[name].tolist(),
                 orientation="h",
                 name=LABELS.get(name, name),
@@ -337,7 +330,7 @@ def cheap_proxies(proxies: list[CheapProxy], target: float) -> go.Figure:
             mode="markers+text",
             text=[p.name for p in shown],
             textposition="middle right",
-            customdata=[_text(p.label) for p in shown],
+            customdata=[plot_text(p.label) for p in shown],
             marker={
                 "size": 10,
                 "color": ["rgb(44,160,44)" if p.meets_target else "rgb(31,119,180)" for p in shown],

@@ -12,33 +12,13 @@ import re
 import shlex
 import time
 from html import escape
-from typing import Any
 
 import pandas as pd
-import plotly.graph_objects as go
-from plotly.offline import get_plotlyjs
 
 from kwsearch import __version__
-from kwsearch.formats import format_accuracy, format_cost, format_value
-from kwsearch.report import analysis, figures
-from kwsearch.report.data import StudyData, present, replay_command
+from kwsearch.report import analysis, figures, layout
+from kwsearch.report.data import StudyData, replay_command
 from kwsearch.versions import software_versions
-
-STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1200px;
-padding:0 16px 48px;color:#222;line-height:1.4}
-h1{font-size:1.5em;margin:18px 0 4px;word-break:break-all}h2{font-size:1.2em;margin-top:32px;
-border-bottom:1px solid #ddd;padding-bottom:4px}h3{font-size:1em;margin:18px 0 6px}
-table{border-collapse:collapse;font-size:13px;margin:6px 0 12px}
-td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
-th{background:#f4f6f8}td.n{text-align:right;font-variant-numeric:tabular-nums}
-code,.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
-.note{background:#fff8e1;border:1px solid #f0d98c;padding:8px 12px;border-radius:4px;margin:10px 0}
-.muted{color:#666;font-size:13px}.wide{overflow-x:auto}
-dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;font-size:14px}
-dl.facts dt{color:#555}dl.facts dd{margin:0;word-break:break-word}
-"""
-PLOT_CONFIG = {"displaylogo": False, "responsive": True, "toImageButtonOptions": {"format": "svg"}}
 
 
 def render(data: StudyData) -> str:
@@ -64,13 +44,7 @@ def render(data: StudyData) -> str:
         f"{escape(__version__)} from <code>{escape(data.storage)}</code>. The data behind this page is in "
         "the CSV and Parquet files beside it.</p>"
     )
-    title = escape(f"kwsearch report: {data.name}")
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title>'
-        f'<style>{STYLE}</style><script type="text/javascript">{get_plotlyjs()}</script></head>'
-        f"<body>{''.join(body)}</body></html>\n"
-    )
+    return layout.document(f"kwsearch report: {data.name}", body)
 
 
 def _notice(data: StudyData) -> str | None:
@@ -178,7 +152,7 @@ def _fronts(data: StudyData) -> list[str]:
     for cost in ("params", "macs"):
         if cost in data.search and data.search[cost].notna().any():
             parts.append(f"<h3>against {escape(figures.LABELS.get(cost, cost))}</h3>")
-            parts.append(_plot(figures.accuracy_vs_cost(data, cost)))
+            parts.append(layout.plot(figures.accuracy_vs_cost(data, cost)))
     return parts
 
 
@@ -203,7 +177,7 @@ def _hypervolume(data: StudyData) -> list[str]:
     parts = ["<h2>Hypervolume</h2>"]
     if point:
         described = ", ".join(
-            f"{name} {_number(abs(v) if name == 'accuracy' else v, name)}"
+            f"{name} {layout.number(abs(v) if name == 'accuracy' else v, name)}"
             for name, v in zip(data.objectives, point, strict=False)
         )
         parts.append(
@@ -213,7 +187,7 @@ def _hypervolume(data: StudyData) -> list[str]:
         )
     if history.empty:
         return [*parts, "<p>No trial has finished yet.</p>"]
-    return [*parts, _plot(figures.hypervolume_history(history))]
+    return [*parts, layout.plot(figures.hypervolume_history(history))]
 
 
 def _settings_that_matter(data: StudyData) -> list[str]:
@@ -226,14 +200,15 @@ def _settings_that_matter(data: StudyData) -> list[str]:
             "<p class='muted'>Optuna's PED-ANOVA importance of each searched setting for each objective, "
             "over complete trials (infeasible configs left out).</p>"
         )
-        parts.append(_plot(figures.importances(found)))
+        parts.append(layout.plot(figures.importances(found)))
     parts.append("<h3>Objectives by value (mean and its 95% confidence interval, complete trials)</h3>")
     tables = analysis.effects(data)
     if not tables:
         parts.append("<p>No complete trials to compare.</p>")
     for key, table in tables.items():
         parts.append(f"<h3 class='mono'>{escape(key)}</h3>")
-        parts.append(_table(_with_intervals(_space_values(table, ["value"]), data.objectives)))
+        shown = layout.space_values(table, ["value"])
+        parts.append(layout.table(layout.with_intervals(shown, data.objectives)))
     parts.append("<h3>Paired differences against the baseline value</h3>")
     paired = analysis.paired_differences(data)
     if isinstance(paired, str):
@@ -245,8 +220,8 @@ def _settings_that_matter(data: StudyData) -> list[str]:
         )
         for key, table in paired.items():
             parts.append(f"<h3 class='mono'>{escape(key)}</h3>")
-            shown = _space_values(table, ["value", "baseline"])
-            parts.append(_table(_with_intervals(shown, [f"Δ {n}" for n in data.objectives])))
+            shown = layout.space_values(table, ["value", "baseline"])
+            parts.append(layout.table(layout.with_intervals(shown, [f"Δ {n}" for n in data.objectives])))
     return parts
 
 
@@ -255,7 +230,7 @@ def _learning_curves(data: StudyData) -> list[str]:
     parts = ["<h2>Learning curves of the Pareto-optimal trials</h2>"]
     if fig is None:
         return [*parts, "<p>No Pareto-optimal trial yet.</p>"]
-    return [*parts, _plot(fig)]
+    return [*parts, layout.plot(fig)]
 
 
 def _top_configurations(data: StudyData) -> list[str]:
@@ -281,7 +256,7 @@ def _top_configurations(data: StudyData) -> list[str]:
                 "replay": row["replay"],
             }
         )
-    parts.append(_table(pd.DataFrame(rows), mono={"replay"}))
+    parts.append(layout.table(pd.DataFrame(rows), mono={"replay"}))
     command = replay_command(data.target, sorted(data.front))
     parts.append(f"<p>Replay the whole front: <code>{escape(command)}</code></p>")
     return parts
@@ -304,8 +279,8 @@ def _proxy_vs_full(data: StudyData) -> list[str]:
         + "".join(f"<li>{escape(line)}</li>" for line in data.agreement.describe())
         + "</ul>"
     )
-    parts.append(_plot(figures.proxy_vs_full(table)))
-    parts.append(_table(table))
+    parts.append(layout.plot(figures.proxy_vs_full(table)))
+    parts.append(layout.table(table))
     return parts
 
 
@@ -334,18 +309,18 @@ def _proxy_fidelity(data: StudyData) -> list[str]:
         "proxy accuracy is its last validation accuracy, its full accuracy its test accuracy, each "
         "averaged over seeds.</p>"
     )
-    parts.append(_table(analysis.fidelity_figures(calibration)))
+    parts.append(layout.table(analysis.fidelity_figures(calibration)))
     configs = analysis.fidelity_configs(calibration)
-    parts.append(_plot(figures.calibration(configs)))
-    parts.append(_table(configs, mono={"runs"}))
+    parts.append(layout.plot(figures.calibration(configs)))
+    parts.append(layout.table(configs, mono={"runs"}))
     parts.append(
         "<h3>Cheaper proxies</h3><p class='muted'>Scores read from the same learning curves, at no "
         "extra training: the validation accuracy after each epoch, and minus the summed training loss "
         "and minus the last validation loss (a lower loss ranks higher). Each is ranked against full "
         f"training; it meets the target when its Spearman's rho is at least {calibration.target:g}.</p>"
     )
-    parts.append(_plot(figures.cheap_proxies(calibration.cheap_proxies, calibration.target)))
-    parts.append(_table(analysis.cheap_proxy_table(calibration)))
+    parts.append(layout.plot(figures.cheap_proxies(calibration.cheap_proxies, calibration.target)))
+    parts.append(layout.table(analysis.cheap_proxy_table(calibration)))
     return parts
 
 
@@ -376,87 +351,11 @@ def _problems(data: StudyData) -> list[str]:
     grouped["trials"] = grouped["number"]
     return [
         "<h2>Failed and infeasible trials</h2>",
-        _table(grouped[["status", "trials", "error"]], mono={"error"}),
+        layout.table(grouped[["status", "trials", "error"]], mono={"error"}),
     ]
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def _plot(fig: go.Figure) -> str:
-    return (
-        "<div class='wide'>"
-        + fig.to_html(full_html=False, include_plotlyjs=False, config=PLOT_CONFIG)
-        + "</div>"
-    )
-
-
-def _table(frame: pd.DataFrame, mono: set[str] = frozenset()) -> str:
-    """An HTML table with every cell escaped; numbers right-aligned and formatted by column."""
-    head = "".join(f"<th>{escape(str(c))}</th>" for c in frame.columns)
-    body = []
-    for row in frame.to_dict("records"):
-        cells = []
-        for column, value in row.items():
-            numeric = isinstance(value, int | float) and not isinstance(value, bool)
-            css = " class='n'" if numeric else (" class='mono'" if column in mono else "")
-            cells.append(f"<td{css}>{escape(_number(value, str(column)) if numeric else _text(value))}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return (
-        f"<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
-    )
-
-
-def _with_intervals(table: pd.DataFrame, names: list[str]) -> pd.DataFrame:
-    """Fold each ``name``, ``name low`` and ``name high`` column triple into one text column:
-    ``mean (95% CI low to high)``."""
-    out = table.copy()
-    for name in names:
-        low, high = f"{name} low", f"{name} high"
-        if name not in out or low not in out:
-            continue
-
-        def shown(mean: float, lo: float, hi: float, name: str = name) -> str:
-            interval = f" (95% CI {_number(lo, name)} to {_number(hi, name)})"
-            return _number(mean, name) + ("" if _missing(lo) else interval)
-
-        out[name] = [shown(*bounds) for bounds in zip(out[name], out[low], out[high], strict=True)]
-        out = out.drop(columns=[low, high])
-    return out
-
-
-def _space_values(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """``columns`` (values of the search space) as text, exactly as sampled."""
-    out = table.copy()
-    for column in columns:
-        out[column] = out[column].map(format_value)
-    return out
-
-
-COST_COLUMNS = ("params", "effective_params", "macs", "MACs")
-COUNT_COLUMNS = ("trial", "number", "config", "n", "pairs", "seeds", "runs", "epochs")
-
-
-def _number(value: Any, column: str) -> str:
-    if _missing(value):
-        return "–"
-    if column.removeprefix("Δ ") in COST_COLUMNS:
-        return format_cost(value)
-    if column in COUNT_COLUMNS:
-        return str(int(value))
-    if "accuracy" in column or column in ("hypervolume", "Spearman ρ", "Kendall τ"):
-        return format_accuracy(value)
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:.4g}"
-
-
-def _text(value: Any) -> str:
-    return "" if value is None or _missing(value) else str(value)
-
-
-def _missing(value: Any) -> bool:
-    return not present(value)
 
 
 def _counts_text(counts: dict[str, int]) -> str:
