@@ -250,26 +250,38 @@ def search(
 
 @app.command()
 def report(
-    study: str = typer.Argument(..., help="A study file (YAML) or the name of a stored study."),
-    out: Path | None = typer.Option(None, "--out", help="The HTML file (default: reports/NAME.html)."),
+    studies: list[str] = typer.Argument(
+        ..., help="A study file (YAML) or the name of a stored study; two or more: one page comparing them."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="The HTML file (default: reports/NAME.html, reports/A_vs_B.html)."
+    ),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where studies keep their files."),
     storage: str | None = typer.Option(
         None, "--storage", help="Optuna storage URL (default: the study file's, or sqlite under runs/NAME/)."
     ),
 ) -> None:
-    """Write a study's Pareto report: one self-contained HTML file, with CSV and Parquet beside it."""
-    from kwsearch.report import ReportError, default_output, load, write_report
+    """Write a study's Pareto report: one self-contained HTML file, with CSV, Parquet and the front
+    as Markdown and LaTeX tables beside it; or, given several studies, one page comparing them."""
+    from kwsearch.report import ReportError, default_output, load, write_comparison, write_report
     from kwsearch.search import StudyError
     from kwsearch.search.locate import locate_study
 
     try:
-        found = locate_study(study, storage, runs_dir)
-        data = load(found.storage, found.name, target=found.arguments)
+        found = [locate_study(study, storage, runs_dir) for study in studies]
+        loaded = [load(f.storage, f.name, target=f.arguments) for f in found]
+        if len(loaded) > 1:
+            files = write_comparison(loaded, out or default_output("_vs_".join(f.name for f in found)))
     except (StudyError, ReportError) as error:
         raise _bad_input(str(error)) from None
-    files = write_report(data, out or default_output(found.name))
+    if len(loaded) > 1:
+        typer.echo(f"{files.html}  ({files.html.stat().st_size / 1e6:.1f} MB)")
+        typer.echo(f"fronts: {files.front_md}, {files.front_tex}")
+        return
+    files = write_report(loaded[0], out or default_output(found[0].name))
     typer.echo(f"{files.html}  ({files.html.stat().st_size / 1e6:.1f} MB)")
     typer.echo(f"data: {files.csv}, {files.parquet}, {files.history_csv}")
+    typer.echo(f"front: {files.front_md}, {files.front_tex}")
 
 
 @app.command()

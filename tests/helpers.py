@@ -257,9 +257,19 @@ def trial_record(number: int, status: str, params: int, accuracies: list[float],
     )
 
 
-def study_of(trials: list, *, name: str = "written", storage=None, epochs: int = 3, trial_budget: int = 8):
-    """A study of ``trials`` (:func:`trial_record`) stored whole in ``storage`` (default in
-    memory), objectives accuracy and params under a 1,000,000-parameter budget."""
+def study_of(
+    trials: list,
+    *,
+    name: str = "written",
+    storage=None,
+    epochs: int = 3,
+    trial_budget: int = 8,
+    params_limit: float = 1e6,
+    objectives: tuple[str, ...] = ("accuracy", "params"),
+):
+    """A study of ``trials`` (:func:`trial_record`; baselines where ``baseline`` is set) stored
+    whole in ``storage`` (default in memory), under a budget of ``params_limit`` parameters (the
+    reference point 10% beyond it)."""
     import optuna
 
     from kwsearch.records import Costs, StudyRecord, StudyStore
@@ -267,7 +277,7 @@ def study_of(trials: list, *, name: str = "written", storage=None, epochs: int =
     store = StudyStore.create(
         storage or optuna.storages.InMemoryStorage(),
         name,
-        directions=["maximize", "minimize"],
+        directions=["maximize"] + ["minimize"] * (len(objectives) - 1),
         sampler=optuna.samplers.RandomSampler(seed=0),
     )
     store.write_record(
@@ -278,11 +288,11 @@ def study_of(trials: list, *, name: str = "written", storage=None, epochs: int =
                 "sampler": {"name": "random", "seed": 0},
                 "budget": {"trials": trial_budget},
             },
-            objectives=["accuracy", "params"],
-            budget={"params": 1e6},
+            objectives=list(objectives),
+            budget={"params": params_limit},
             baseline_config={"backbone": "resnet18_cifar", "width": 0.25, "conv": {"family": "static"}},
             baseline_costs=Costs(300_000, 300_000, 9_000_000),
-            reference_point=[0.0, 1.1e6],
+            reference_point=[0.0] + [1.1 * params_limit] * (len(objectives) - 1),
         )
     )
     store.add(trials)

@@ -112,7 +112,22 @@ def test_an_unknown_study_is_bad_input_naming_it(tiny, tmp_path):
     assert result.exit_code == 2 and "unknown study 'nosuch'" in result.output and "tiny" in result.output
 
 
-def test_chromium_renders_the_real_report_without_console_errors(tiny, tmp_path):
+def test_chromium_renders_the_real_report_and_its_views_without_console_errors(tiny, tmp_path):
     path, runs = tiny
-    files = write_report(load(default_storage(runs / "tiny"), "tiny", target=str(path)), tmp_path / "t.html")
-    assert_plots_rendered(open_in_chromium(files.html, tmp_path), files.html.read_text())
+    data = load(default_storage(runs / "tiny"), "tiny", target=str(path))
+    files = write_report(data, tmp_path / "t.html")
+    page = files.html.read_text()
+    browsed = open_in_chromium(files.html, tmp_path)
+    assert_plots_rendered(browsed, page)  # no console message; every plot drawn
+    for view in ("The search space", "Accuracy against each setting", "Learning curves", "All trials"):
+        assert f"<h2>{view}</h2>" in page or f"<h3>{view}</h3>" in page
+    assert "The front for a paper" in page and "\\toprule" in page
+    # the learning curves (drawn by the page's script) show the front's trials
+    curves = browsed.dom[browsed.dom.index('id="learning-curves"') :]
+    assert 'class="main-svg"' in curves[: curves.index("</svg>")]
+    assert all(f"trial {n}" in curves for n in data.front)
+    # the table of all trials holds each trial and baseline, and its script counted them
+    table = browsed.dom[browsed.dom.index('id="trials-table"') :]
+    rows = table[: table.index("</table>")].count("<tr") - 1
+    assert rows == len(data.trials)
+    assert f"{rows} of {rows} shown" in browsed.dom

@@ -19,6 +19,7 @@ from scipy import stats
 from kwsearch.calibrate import Calibration
 from kwsearch.formats import format_value
 from kwsearch.pareto import dominates
+from kwsearch.records import normalized_hypervolume
 from kwsearch.report.data import StudyData, point_of, present
 from kwsearch.stats import default_top_k
 
@@ -32,10 +33,11 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
 }
 
 
-def hypervolume_history(data: StudyData) -> pd.DataFrame:
+def hypervolume_history(data: StudyData, reference_point: list[float] | None = None) -> pd.DataFrame:
     """The front's normalised hypervolume after each finished search trial, in the order trials
     finished: columns ``trials`` (how many had finished), ``number``, ``compute_hours`` (trial
-    wall time summed so far) and ``hypervolume``."""
+    wall time summed so far) and ``hypervolume`` (against ``reference_point``; default the
+    study's own)."""
     search = data.search
     finished = search[search["status"].isin(["complete", "pruned", "failed", "infeasible"])]
     finished = finished.sort_values(["finished", "number"], na_position="last")
@@ -48,7 +50,11 @@ def hypervolume_history(data: StudyData) -> pd.DataFrame:
             point = point_of(row, objectives)
             if not any(dominates(p, point) or p == point for p in front):
                 front = [p for p in front if not dominates(point, p)] + [point]
-                volume = data.normalized_hypervolume(front)
+                volume = (
+                    normalized_hypervolume(front, reference_point)
+                    if reference_point
+                    else data.normalized_hypervolume(front)
+                )
         rows.append(
             {"trials": count, "number": row["number"], "compute_hours": seconds / 3600, "hypervolume": volume}
         )

@@ -133,6 +133,9 @@ def load(storage: Storage, name: str, target: str | Sequence[str] | None = None)
     rows = [_row(t, "search", target, noise.estimates.get(t.number)) for t in trials]
     rows += [_row(t, "baseline", target, baseline_estimates.get(t.baseline)) for t in baselines]
     table = pd.DataFrame(rows, columns=_columns(rows))
+    for column in table.columns:
+        if column.startswith("param:"):  # the values as sampled: an int choice stays an int
+            table[column] = pd.Series([row.get(column) for row in rows], index=table.index, dtype=object)
     front = noise.front
     if len(table):
         table["pareto"] = (table["kind"] == "search") & table["number"].isin(front)

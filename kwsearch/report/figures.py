@@ -213,52 +213,6 @@ def importances(table: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def learning_curves(data: StudyData) -> go.Figure | None:
-    """Validation accuracy per epoch of the Pareto-optimal trials, and the attention temperature
-    each used (when its family has one)."""
-    history = data.history
-    if history.empty or not data.front:
-        return None
-    front = history[(history["kind"] == "search") & history["number"].isin(data.front)]
-    has_temperature = "temperature" in front and front["temperature"].notna().any()
-    fig = make_subplots(
-        rows=1,
-        cols=2 if has_temperature else 1,
-        subplot_titles=("validation accuracy", "attention temperature") if has_temperature else None,
-    )
-    for i, (number, curve) in enumerate(front.groupby("number")):
-        color = _palette(i)
-        fig.add_trace(
-            go.Scatter(
-                x=curve["epoch"],
-                y=curve["val_accuracy"],
-                mode="lines+markers",
-                name=f"trial {number}",
-                legendgroup=str(number),
-                line={"color": color},
-            ),
-            row=1,
-            col=1,
-        )
-        if has_temperature and curve["temperature"].notna().any():
-            fig.add_trace(
-                go.Scatter(
-                    x=curve["epoch"],
-                    y=curve["temperature"],
-                    mode="lines",
-                    name=f"trial {number}",
-                    legendgroup=str(number),
-                    showlegend=False,
-                    line={"color": color, "dash": "dot"},
-                ),
-                row=1,
-                col=2,
-            )
-    fig.update_xaxes(title_text="epoch")
-    fig.update_layout(template=TEMPLATE, height=380, margin={"l": 60, "r": 20, "t": 40, "b": 50})
-    return fig
-
-
 def proxy_vs_full(table: pd.DataFrame) -> go.Figure:
     fig = go.Figure(
         go.Scatter(
@@ -415,8 +369,3 @@ def _format(name: str, value: float) -> str:
 
 def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _palette(i: int) -> str:
-    colors = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
-    return colors[i % len(colors)]

@@ -33,12 +33,13 @@ dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;font-si
 dl.facts dt{color:#555}dl.facts dd{margin:0;word-break:break-word}
 .controls{margin:6px 0;font-size:13px}.controls input[type=text]{width:28em;padding:2px 6px}
 .scroll{max-height:560px;overflow:auto;border:1px solid #ddd}.scroll table{margin:0}
-.scroll th{position:sticky;top:0;cursor:pointer;user-select:none}
+.scroll th{position:sticky;top:0;cursor:pointer;user-select:none}.scroll td{white-space:nowrap}
+th[data-sorted=up]::after{content:" \\25B2"}th[data-sorted=down]::after{content:" \\25BC"}
 pre.copy{background:#f6f8fa;border:1px solid #ddd;padding:8px;overflow-x:auto;font-size:12px}
 """
 PLOT_CONFIG = {"displaylogo": False, "responsive": True, "toImageButtonOptions": {"format": "svg"}}
 COST_COLUMNS = ("params", "effective_params", "macs", "MACs")
-COUNT_COLUMNS = ("trial", "number", "config", "n", "pairs", "seeds", "runs", "epochs")
+COUNT_COLUMNS = ("trial", "number", "config", "n", "pairs", "seed", "seeds", "runs", "epochs")
 
 
 def document(title: str, body: list[str]) -> str:

@@ -16,13 +16,16 @@ from html import escape
 import pandas as pd
 
 from kwsearch import __version__
-from kwsearch.report import analysis, figures, layout
+from kwsearch.report import analysis, curves, figures, layout, paper_tables, space, trials_table
 from kwsearch.report.data import StudyData, replay_command
 from kwsearch.versions import software_versions
 
 
-def render(data: StudyData) -> str:
-    """The whole page for ``data``."""
+def render(
+    data: StudyData, paper: tuple[str, str] | None = None, files: tuple[str, str] | None = None
+) -> str:
+    """The whole page for ``data``; ``paper``: the front's Markdown and LaTeX tables (made here
+    when not given) and ``files``: the names they are written under beside the page."""
     body = [_header(data)]
     notice = _notice(data)
     if notice:
@@ -31,9 +34,12 @@ def render(data: StudyData) -> str:
         body += _fronts(data)
         body += _paper_claims(data)
         body += _hypervolume(data)
+        body += _the_space(data)
         body += _settings_that_matter(data)
         body += _learning_curves(data)
         body += _top_configurations(data)
+        body += _for_a_paper(data, paper, files)
+        body += _all_trials(data)
         body += _proxy_vs_full(data)
         body += _proxy_fidelity(data)
         body += _problems(data)
@@ -225,12 +231,64 @@ def _settings_that_matter(data: StudyData) -> list[str]:
     return parts
 
 
+def _the_space(data: StudyData) -> list[str]:
+    """Parallel coordinates and slice plots of the complete trials."""
+    parts = ["<h2>The search space</h2>"]
+    found = space.space_trials(data)
+    if isinstance(found, str):
+        return [*parts, f"<p>{escape(found)}</p>"]
+    parts.append(
+        "<p class='muted'>Each complete trial is a line through its value of every searched setting, its "
+        "costs and its accuracy, coloured by the accuracy (the most accurate on top); hover a line for its "
+        "trial. A conditional setting a trial did not have sits at "
+        f"<i>{escape(space.UNSET)}</i>, below its axis.</p>"
+    )
+    parts.append(layout.plot(space.plot_parallel_coordinates(found)))
+    parts.append(
+        "<h3>Accuracy against each setting</h3><p class='muted'>One panel per searched setting (complete "
+        "trials); the colour is the trial's number, so the sampler's drift to good values shows as the "
+        "darker points gathering.</p>"
+    )
+    parts.append(layout.plot(space.plot_slices(found)))
+    return parts
+
+
 def _learning_curves(data: StudyData) -> list[str]:
-    fig = figures.learning_curves(data)
-    parts = ["<h2>Learning curves of the Pareto-optimal trials</h2>"]
-    if fig is None:
-        return [*parts, "<p>No Pareto-optimal trial yet.</p>"]
-    return [*parts, layout.plot(fig)]
+    return [
+        "<h2>Learning curves</h2>",
+        "<p class='muted'>Validation accuracy per epoch (and the attention temperature, dotted, where the "
+        "family has one). It opens on the Pareto-optimal trials; type any trial numbers, or click one in "
+        "the table of all trials below, to see theirs.</p>",
+        curves.render(data),
+    ]
+
+
+def _for_a_paper(data: StudyData, paper: tuple[str, str] | None, files: tuple[str, str] | None) -> list[str]:
+    if not data.front:
+        return []
+    if paper is None:
+        rows = paper_tables.front_rows(data)
+        paper = (paper_tables.markdown(rows), paper_tables.latex(rows))
+    return [
+        "<h2>The front for a paper</h2>",
+        "<p class='muted'>The baselines and the Pareto-optimal trials by parameters: parameters and MACs "
+        "in millions (with as many decimals as keep different counts apart), accuracy in percent with "
+        "its 95% interval. The LaTeX table uses the booktabs package.</p>",
+        paper_tables.render(*paper, files),
+    ]
+
+
+def _all_trials(data: StudyData) -> list[str]:
+    frame = trials_table.trials_frame(data)
+    return [
+        "<h2>All trials</h2>",
+        "<p class='muted'>Click a column to sort by it (again to reverse). Type terms to filter, all of "
+        "which a row must meet: a word any cell contains (<code>kw</code>), a column that contains a value "
+        "(<code>status:pruned</code>), or a comparison (<code>accuracy&gt;0.8</code>, "
+        "<code>params&lt;=1000000</code>, <code>width=0.5</code>). Click a trial's number for its learning "
+        "curve.</p>",
+        trials_table.render(frame, list(data.dimensions)),
+    ]
 
 
 def _top_configurations(data: StudyData) -> list[str]:
