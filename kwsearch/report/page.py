@@ -146,7 +146,8 @@ def _fronts(data: StudyData) -> list[str]:
     parts.append(
         "<p class='muted'>Every trial is a point; the Pareto front is the step line; dominated trials are "
         "faded, those statistically tied with the front are dotted; pruned, failed and infeasible trials "
-        "have their own markers (infeasible configs never trained and sit at accuracy 0). Bars are 95% "
+        "have their own markers; trials without an accuracy (infeasible configs, which never trained, "
+        "and trials that failed before an epoch) sit in a strip under the accuracy axis. Bars are 95% "
         "intervals of the accuracy (from the number of validation images; over the seeds where a config "
         "ran with several). Stars are the baselines; the dashed line is the budget. Hover a point for its "
         "config, metrics, the temperature it reached and its replay command; the buttons switch the x "
