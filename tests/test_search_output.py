@@ -99,6 +99,8 @@ def test_the_live_view_has_a_row_per_running_trial_and_the_time_left():
     assert "0/3" in running[1] and re.search(r"│ +\d s │", running[1])  # 5 s ago
     # 5 wanted, 3 started: 2 more trials of 30 s; 2 and 3 epochs of 10 s to go; two at a time
     assert f"time left about {format_duration((2 * 30 + 20 + 30) / 2)}" in panel
+    unbudgeted = SearchProgress(store, budget_line, enabled=True)  # a wall clock or a grid
+    assert "time left" not in panel_text(unbudgeted)
 
 
 def test_time_left_counts_running_epochs_and_the_trials_not_started():

@@ -1,8 +1,12 @@
-"""The report page: one self-contained HTML file (plotly.js inlined, no network).
+"""The report page of one study: its sections in order, each drawn by the module of its view
+(:mod:`~kwsearch.report.figures`, :mod:`~kwsearch.report.space`, :mod:`~kwsearch.report.curves`,
+:mod:`~kwsearch.report.trials_table`, :mod:`~kwsearch.report.paper_tables`) into one
+self-contained HTML file (:mod:`~kwsearch.report.layout`: plotly.js inlined, no network).
 
 Everything a user or a study provided (names, space values, configs, error messages, labels) goes
-through :func:`html.escape` before it reaches the page; plot data travels as JSON that plotly
-writes with ``<`` and ``>`` escaped, and hover text is escaped in :mod:`kwsearch.report.figures`.
+through :func:`html.escape` before it reaches the page; plot text through
+:func:`kwsearch.report.layout.plot_text`; plot data travels as JSON that plotly writes with ``<``
+and ``>`` escaped.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from kwsearch.formats import format_value
 from kwsearch.report import layout
 from kwsearch.report.data import StudyData, present
 
+ERROR_SHOWN = 100  # characters of an error in its cell
 # the table's columns: the trials' columns under the names the filter takes
 COLUMNS = {
     "number": "trial",
@@ -92,6 +93,8 @@ def _cell(column: str, value: Any, setting: bool) -> str:
     if column == "trial" and numeric:
         return f"<td class='n'><a href='#learning-curves' data-trial='{int(value)}'>{int(value)}</a></td>"
     sort = f" data-v='{float(value)!r}'" if numeric else ""
+    if column == "error" and len(text) > ERROR_SHOWN:  # the whole of it on hovering
+        return f"<td class='mono' title='{escape(text)}'>{escape(text[: ERROR_SHOWN - 1])}…</td>"
     css = " class='n'" if numeric else (" class='mono'" if column == "error" else "")
     return f"<td{css}{sort}>{escape(text)}</td>"
 

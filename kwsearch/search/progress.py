@@ -137,7 +137,12 @@ class SearchProgress:
             "",
             self.budget_line(summary),
             f"hypervolume {summary.hypervolume:.4f}",
-            "time left " + ("estimating" if left is None else f"about {format_duration(left)}"),
+            # without a trial budget (wall clock, GPU hours, a grid) there is nothing to count down
+            *(
+                []
+                if self.trials_wanted is None
+                else ["time left " + ("estimating" if left is None else f"about {format_duration(left)}")]
+            ),
         )
         front = Table(title="current front", title_justify="left")
         front.add_column("trial", justify="right")
