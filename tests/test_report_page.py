@@ -21,6 +21,7 @@ from kwsearch.records import StudyStore, default_storage
 from kwsearch.replay import select_trials
 from kwsearch.report import StudyData, analysis, figures, load, write_report
 from kwsearch.search.locate import locate_study
+from kwsearch.stats import wilson_interval
 from tests.helpers import study_of, trial_record
 
 HOSTILE = "<script>x</script>"
@@ -154,6 +155,7 @@ def test_interval_tables_keep_accuracies_within_0_and_1_and_counts_non_negative(
             trial_record(0, "complete", 100, [0.1]),  # two widely apart trials at width 0.25
             trial_record(1, "complete", 10_000, [0.6]),
             trial_record(2, "complete", 500_000, [0.9], width=0.5),
+            *(trial_record(n, "complete", 200_000, [0.25], width=0.15625) for n in (3, 4, 5)),
         ],
         tmp_path,
     )
@@ -162,6 +164,9 @@ def test_interval_tables_keep_accuracies_within_0_and_1_and_counts_non_negative(
     assert 0.0 <= quarter["accuracy low"] < quarter["accuracy"] == pytest.approx(0.35)
     assert quarter["accuracy"] < quarter["accuracy high"] <= 1.0
     assert 0.0 <= quarter["params low"] < quarter["params"] < quarter["params high"]
+    # three trials that agree: never narrower than the binomial noise of their 3,000 images
+    alike = width.loc[0.15625]
+    assert (alike["accuracy low"], alike["accuracy high"]) == pytest.approx(wilson_interval(0.25, 3000))
     cells = re.findall(r"<td[^>]*>(.*?)</td>", section(page, "Objectives by value"))
     assert "0.3500 (95% CI 0.0000 to 1.0000)" in cells
     assert not any("±" in cell or "-" in cell for cell in cells)

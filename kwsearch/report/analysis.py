@@ -21,12 +21,11 @@ from kwsearch.formats import format_value
 from kwsearch.pareto import dominates
 from kwsearch.records import normalized_hypervolume
 from kwsearch.report.data import StudyData, point_of, present
-from kwsearch.stats import default_top_k
+from kwsearch.stats import accuracy_estimate, default_top_k
 
 MAX_LEVELS = 8  # a numeric dimension with more distinct values is binned into quartiles
-# the values each objective can take: accuracies in [0, 1], counts from 0 up
+# the values each cost can take: counts from 0 up
 RANGES: dict[str, tuple[float | None, float | None]] = {
-    "accuracy": (0.0, 1.0),
     "params": (0.0, None),
     "effective_params": (0.0, None),
     "macs": (0.0, None),
@@ -111,7 +110,9 @@ def importances(data: StudyData) -> pd.DataFrame | str:
 def effects(data: StudyData) -> dict[str, pd.DataFrame]:
     """For each searched setting, one row per value (quartile bins for many numbers): how many
     complete trials took it and the mean of each objective with its 95% confidence interval
-    (columns ``NAME``, ``NAME low``, ``NAME high``; see :func:`mean_interval`)."""
+    (columns ``NAME``, ``NAME low``, ``NAME high``): costs by :func:`mean_interval`, accuracies
+    by :func:`kwsearch.stats.accuracy_estimate` (Student's t over the trials, never narrower than
+    Wilson's interval of all their validation images, within [0, 1])."""
     complete = data.complete
     tables = {}
     for key, choices in data.dimensions.items():
@@ -131,7 +132,11 @@ def effects(data: StudyData) -> dict[str, pd.DataFrame]:
             group = taking[values == value]
             row: dict[str, Any] = {"value": value, "n": len(group)}
             for name in data.objectives:
-                found = mean_interval(group[name].astype(float).to_numpy(), *RANGES[name])
+                found = (
+                    _accuracy_interval(group)
+                    if name == "accuracy"
+                    else mean_interval(group[name].astype(float).to_numpy(), *RANGES[name])
+                )
                 row[name], row[f"{name} low"], row[f"{name} high"] = found
             rows.append(row)
         tables[key] = pd.DataFrame(rows)
@@ -279,6 +284,17 @@ def config_diff(config: dict[str, Any] | None, baseline: dict[str, Any] | None) 
     ]
     changed += [f"{key}: (unset)" for key in theirs if key not in mine]
     return ", ".join(changed) or "(the baseline)"
+
+
+def _accuracy_interval(group: pd.DataFrame) -> tuple[float, float, float]:
+    """The mean accuracy of ``group``'s trials and its 95% interval (NaN bounds where neither
+    the trials' spread nor their validation images give one)."""
+    images = group["val_images"].dropna() if "val_images" in group else pd.Series(dtype=float)
+    # the fewest images any of them had: the interval is never narrower than what they all bear
+    per_run = int(images.min()) if len(images) == len(group) else None
+    found = accuracy_estimate(group["accuracy"].astype(float).tolist(), per_run)
+    low, high = (found.low, found.high) if found.known else (math.nan, math.nan)
+    return found.value, low, high
 
 
 def mean_interval(

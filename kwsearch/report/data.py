@@ -190,6 +190,7 @@ def _row(trial: TrialRecord, kind: str, target: list[str], estimate: Estimate | 
         "accuracy_low": estimate.low if estimate else None,  # its 95% interval
         "accuracy_high": estimate.high if estimate else None,
         "runs": estimate.runs if estimate else None,
+        "val_images": _images(trial),  # the last epoch's validation images
         "temperature": trial.history[-1].get("temperature") if trial.history else None,  # reached
         **{name: costs.get(name) for name in COSTS},
         "trained": trial.trained,  # handed to a trainer
