@@ -85,7 +85,8 @@ def accuracy_vs_cost(data: StudyData, cost: str) -> go.Figure:
     search.loc[(search["status"] == "complete") & search["tied"], "kind_of_point"] = "tied"
     drawn = search[search[cost].notna()]
     measured = drawn["accuracy"].notna()
-    strip = [NO_ACCURACY[k] for k in NO_ACCURACY if (drawn.loc[~measured, "kind_of_point"] == k).any()]
+    unmeasured = set(drawn.loc[~measured, "kind_of_point"])
+    strip = list(dict.fromkeys(_strip_row(k) for k in STYLES if k in unmeasured))
     if strip:
         fig = make_subplots(rows=2, shared_xaxes=True, row_heights=[0.86, 0.14], vertical_spacing=0.03)
     else:
@@ -99,7 +100,7 @@ def accuracy_vs_cost(data: StudyData, cost: str) -> go.Figure:
             fig.add_trace(
                 go.Scatter(
                     x=group[cost].tolist(),
-                    y=group["accuracy"].tolist() if row == 1 else [NO_ACCURACY[kind]] * len(group),
+                    y=group["accuracy"].tolist() if row == 1 else [_strip_row(kind)] * len(group),
                     mode="markers",
                     name=CAPTIONS[kind],
                     legendgroup=kind,
@@ -351,6 +352,12 @@ def _axis_switch(axes: int = 1) -> dict[str, Any]:
             },
         ],
     }
+
+
+def _strip_row(kind: str) -> str:
+    """The row of the strip under the accuracy axis where trials of ``kind`` without an accuracy
+    are drawn."""
+    return NO_ACCURACY.get(kind, "no accuracy")
 
 
 def _leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
