@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from kwsearch import __version__
+from kwsearch.formats import format_cost
 
 app = typer.Typer(
     name="kwsearch",
@@ -19,13 +20,20 @@ app = typer.Typer(
 )
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
-) -> None:
-    if version:
+def _print_version(asked: bool) -> None:
+    # an option callback runs while the options are parsed, before a missing command is an error
+    if asked:
         typer.echo(__version__)
         raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
+    ),
+) -> None:
+    pass
 
 
 @app.command()
@@ -36,15 +44,16 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Print one JSON ob
     import ray
     import torch
 
-    from kwsearch.data import FASHION_MNIST, DataSourceError, locate_files
+    from kwsearch.data import FASHION_MNIST, DataSourceError, file_paths, locate_files
     from kwsearch.nn import PathCache, measuring_enabled
     from kwsearch.train import default_device
 
     try:
         locate_files(FASHION_MNIST, download=False)
         fashion = "found"
+        folders = sorted({str(path.parent) for path in file_paths(FASHION_MNIST).values()})
     except DataSourceError as error:
-        fashion = f"missing: {error}"
+        fashion, folders = f"missing: {error}", []
     facts = {
         "kwsearch": __version__,
         "python": platform.python_version(),
@@ -56,6 +65,7 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Print one JSON ob
         "ray": ray.__version__,
         "fashion_mnist": fashion,
         "measure_paths": measuring_enabled(),
+        "fashion_mnist_folders": folders,
     }
     paths = PathCache(default_device())
     facts["path_cache"] = str(paths.file)
@@ -63,6 +73,8 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Print one JSON ob
     if as_json:
         typer.echo(json.dumps(facts))
         return
+    facts["fashion_mnist"] += f" in {', '.join(folders)}" if folders else ""
+    del facts["fashion_mnist_folders"]
     for key, value in facts.items():
         typer.echo(f"{key:>14}: {value}")
 
@@ -317,26 +329,38 @@ def search(
 
 @app.command()
 def report(
-    study: str = typer.Argument(..., help="A study file (YAML) or the name of a stored study."),
-    out: Path | None = typer.Option(None, "--out", help="The HTML file (default: reports/NAME.html)."),
+    studies: list[str] = typer.Argument(
+        ..., help="A study file (YAML) or the name of a stored study; two or more: one page comparing them."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="The HTML file (default: reports/NAME.html, reports/A_vs_B.html)."
+    ),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where studies keep their files."),
     storage: str | None = typer.Option(
         None, "--storage", help="Optuna storage URL (default: the study file's, or sqlite under runs/NAME/)."
     ),
 ) -> None:
-    """Write a study's Pareto report: one self-contained HTML file, with CSV and Parquet beside it."""
-    from kwsearch.report import ReportError, default_output, load, write_report
+    """Write a study's Pareto report: one self-contained HTML file, with CSV, Parquet and the front
+    as Markdown and LaTeX tables beside it; or, given several studies, one page comparing them."""
+    from kwsearch.report import ReportError, default_output, load, write_comparison, write_report
     from kwsearch.search import StudyError
     from kwsearch.search.locate import locate_study
 
     try:
-        found = locate_study(study, storage, runs_dir)
-        data = load(found.storage, found.name, target=study)
+        found = [locate_study(study, storage, runs_dir) for study in studies]
+        loaded = [load(f.storage, f.name, target=f.arguments) for f in found]
+        if len(loaded) > 1:
+            files = write_comparison(loaded, out or default_output("_vs_".join(f.name for f in found)))
     except (StudyError, ReportError) as error:
         raise _bad_input(str(error)) from None
-    files = write_report(data, out or default_output(found.name))
+    if len(loaded) > 1:
+        typer.echo(f"{files.html}  ({files.html.stat().st_size / 1e6:.1f} MB)")
+        typer.echo(f"fronts: {files.front_md}, {files.front_tex}")
+        return
+    files = write_report(loaded[0], out or default_output(found[0].name))
     typer.echo(f"{files.html}  ({files.html.stat().st_size / 1e6:.1f} MB)")
     typer.echo(f"data: {files.csv}, {files.parquet}, {files.history_csv}")
+    typer.echo(f"front: {files.front_md}, {files.front_tex}")
 
 
 @app.command()
@@ -401,10 +425,13 @@ def replay(
             f"{', '.join(map(str, summary.seeds))}: {summary.trained} runs trained, "
             f"{summary.skipped} done before"
         )
-        proxy = {p["trial"]: p["proxy_accuracy"] for p in summary.agreement.pairs}
+        pairs = {p["trial"]: p for p in summary.agreement.pairs}
         for number, result in summary.results.items():
             mean, std = result.test_accuracy_mean, result.test_accuracy_std
-            before = f"proxy {proxy[number]:.4f}  " if number in proxy else ""
+            pair = pairs.get(number)
+            before = ""
+            if pair:
+                before = f"params {format_cost(pair.get('params'))}  proxy {pair['proxy_accuracy']:.4f}  "
             typer.echo(
                 f"  trial {number:>4}  {before}full {mean:.4f} ± {std:.4f}  ({len(result.seeds)} seeds)"
             )
@@ -498,7 +525,7 @@ def _print_calibration(calibration) -> None:
             accuracy(row["proxy_mean"], row["proxy_std"]),
             accuracy(row["full_mean"], row["full_std"]),
         )
-        typer.echo(f"{row['index']:>6}  {trial:>5}  {row['params']:>12,}  {proxy:<16}  {full}")
+        typer.echo(f"{row['index']:>6}  {trial:>5}  {format_cost(row['params']):>12}  {proxy:<16}  {full}")
     typer.echo("cheaper proxies (Spearman's rho against full training, 95% bootstrap interval):")
     for proxy in calibration.cheap_proxies:
         rho = proxy.spearman

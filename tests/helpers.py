@@ -209,3 +209,91 @@ def ray_trials(run_dir) -> dict[str, dict]:
             config = {key: decode(value) for key, value in trial["config"].items()}
             trials[trial["trial_id"]] = {"config": config, "last_result": runtime["last_result"]}
     return trials
+
+
+# -- studies written whole through the record (no training): what summaries and reports read ----
+
+SPACE_WIDTHS = [0.15625, 0.25, 0.5]  # 0.15625: a value that four significant digits would change
+
+
+def trial_record(number: int, status: str, params: int, accuracies: list[float], **fields):
+    """A stored search trial of a KernelWarehouse space (``width`` from SPACE_WIDTHS, default
+    0.25; ``ratio``, its cell_num_ratio, default ``number + 1`` so each trial is a config of its
+    own) with one epoch per accuracy over 1,000 validation images, 10 s each, started ``ago``
+    seconds before now (default 100); ``fields`` go to the record (error, seed...)."""
+    import datetime
+
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from kwsearch.records import Costs, TrialRecord
+
+    width, ratio = fields.pop("width", 0.25), float(fields.pop("ratio", number + 1))
+    started = datetime.datetime.now() - datetime.timedelta(seconds=fields.pop("ago", 100))
+    history = [
+        {"epoch": e, "val_accuracy": a, "val_images": 1000, "epoch_seconds": 10.0}
+        for e, a in enumerate(accuracies, start=1)
+    ]
+    return TrialRecord(
+        number=number,
+        status=status,
+        params={"width": width, "conv.kw.cell_num_ratio": ratio},
+        distributions={
+            "width": CategoricalDistribution(SPACE_WIDTHS),
+            "conv.kw.cell_num_ratio": FloatDistribution(0.5, 64.0),
+        },
+        config={
+            "backbone": "resnet18_cifar",
+            "width": width,
+            "conv": {"family": "kw", "cell_num_ratio": ratio},
+        },
+        costs=Costs(params, params, 40 * params),
+        history=history,
+        seed=fields.pop("seed", 0),
+        seconds=None if status == "running" else 10.0 * len(accuracies),
+        trained=status not in ("infeasible", "duplicate"),
+        started=started,
+        finished=None if status == "running" else started + datetime.timedelta(seconds=30),
+        **fields,
+    )
+
+
+def study_of(
+    trials: list,
+    *,
+    name: str = "written",
+    storage=None,
+    epochs: int = 3,
+    trial_budget: int = 8,
+    params_limit: float = 1e6,
+    objectives: tuple[str, ...] = ("accuracy", "params"),
+):
+    """A study of ``trials`` (:func:`trial_record`; baselines where ``baseline`` is set) stored
+    whole in ``storage`` (default in memory), under a budget of ``params_limit`` parameters (the
+    reference point 10% beyond it)."""
+    import optuna
+
+    from kwsearch.records import Costs, StudyRecord, StudyStore
+
+    store = StudyStore.create(
+        storage or optuna.storages.InMemoryStorage(),
+        name,
+        directions=["maximize"] + ["minimize"] * (len(objectives) - 1),
+        sampler=optuna.samplers.RandomSampler(seed=0),
+    )
+    store.write_record(
+        StudyRecord(
+            name=name,
+            settings={
+                "proxy": {"epochs": epochs},
+                "sampler": {"name": "random", "seed": 0},
+                "budget": {"trials": trial_budget},
+            },
+            objectives=list(objectives),
+            budget={"params": params_limit},
+            baseline_config={"backbone": "resnet18_cifar", "width": 0.25, "conv": {"family": "static"}},
+            baseline_costs=Costs(300_000, 300_000, 9_000_000),
+            reference_point=[0.0] + [1.1 * params_limit] * (len(objectives) - 1),
+        )
+    )
+    store.add(trials)
+    return store

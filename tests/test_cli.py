@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 KWSEARCH = Path(sys.executable).parent / "kwsearch"
 
 
@@ -25,6 +27,27 @@ def test_no_arguments_prints_help():
     assert "Usage" in result.stdout + result.stderr
 
 
+def test_version_prints_the_version():
+    from kwsearch import __version__
+
+    result = run("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == __version__
+
+
+def test_doctor_says_where_the_data_set_was_found():
+    from kwsearch.data import FASHION_MNIST, locate_files
+
+    result = run("doctor")
+    assert result.returncode == 0, result.stderr
+    try:
+        locate_files(FASHION_MNIST, download=False)
+    except Exception:
+        pytest.skip("Fashion-MNIST is not installed here")
+    line = next(line for line in result.stdout.splitlines() if "fashion_mnist" in line)
+    assert "found in /" in line and Path(line.split("found in ")[1].strip()).is_dir()
+
+
 def test_doctor_json_reports_the_environment():
     result = run("doctor", "--json")
     assert result.returncode == 0, result.stderr
@@ -34,6 +57,8 @@ def test_doctor_json_reports_the_environment():
     assert facts["torch"] == torch.__version__
     assert facts["cuda_available"] == torch.cuda.is_available()
     assert facts["fashion_mnist"] == "found" or facts["fashion_mnist"].startswith("missing:")
+    assert all(Path(folder).is_dir() for folder in facts["fashion_mnist_folders"])
+    assert bool(facts["fashion_mnist_folders"]) == (facts["fashion_mnist"] == "found")
 
 
 def test_unknown_subcommand_is_a_usage_error():

@@ -59,6 +59,9 @@ def test_a_study_record_round_trips_and_says_its_schema():
     assert record.baseline_config["conv"] == {"family": "static"}
     store.set_gpus_per_trial(0.25)
     assert store.record.gpus_per_trial == 0.25 and store.record.reference_point == [0.0, 1100.0]
+    assert store.record.trial_budget is None  # no search ran yet
+    store.set_trial_budget(12)
+    assert store.record.trial_budget == 12 and store.record.gpus_per_trial == 0.25
 
 
 def test_each_way_a_trial_ends_is_read_back_and_told_to_optuna_as_samplers_need():

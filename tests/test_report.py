@@ -47,7 +47,8 @@ def tiny(tmp_path_factory):
     path.write_text(yaml.safe_dump(STUDY))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        run_search(load_study(path), runs_dir=folder / "runs", progress=False)
+        # one trial more than the file's budget, as `kwsearch search --trials 6` asks
+        run_search(load_study(path), trials=6, runs_dir=folder / "runs", progress=False)
     finally:
         ray.shutdown()
     return path, folder / "runs"
@@ -64,6 +65,7 @@ def test_the_report_of_a_real_study_shows_its_front_baselines_and_budget(tiny, t
     for heading in ("Accuracy against cost", "Hypervolume", "Which settings matter", "Top configurations"):
         assert heading in page
     assert "budget " in page and "Pareto front" in page
+    assert "trials: 6" in page and "trials: 5" not in page  # the header: the budget it ran with
     for number in data.front:
         assert f"kwsearch replay {path} --trials {number}" in page
     assert "over budget" in page  # the infeasible configs' reason
@@ -97,7 +99,7 @@ def test_the_command_reads_a_study_file_or_a_name(tiny, tmp_path, monkeypatch):
     result = runner.invoke(app, ["report", "tiny", "--runs-dir", str(runs)])
     assert result.exit_code == 0, result.output
     page = (tmp_path / "reports" / "tiny.html").read_text()
-    assert "kwsearch replay tiny --trials" in page
+    assert f"kwsearch replay tiny --runs-dir {runs} --trials" in page  # finds it again
 
 
 def test_an_unknown_study_is_bad_input_naming_it(tiny, tmp_path):
@@ -110,7 +112,22 @@ def test_an_unknown_study_is_bad_input_naming_it(tiny, tmp_path):
     assert result.exit_code == 2 and "unknown study 'nosuch'" in result.output and "tiny" in result.output
 
 
-def test_chromium_renders_the_real_report_without_console_errors(tiny, tmp_path):
+def test_chromium_renders_the_real_report_and_its_views_without_console_errors(tiny, tmp_path):
     path, runs = tiny
-    files = write_report(load(default_storage(runs / "tiny"), "tiny", target=str(path)), tmp_path / "t.html")
-    assert_plots_rendered(open_in_chromium(files.html, tmp_path), files.html.read_text())
+    data = load(default_storage(runs / "tiny"), "tiny", target=str(path))
+    files = write_report(data, tmp_path / "t.html")
+    page = files.html.read_text()
+    browsed = open_in_chromium(files.html, tmp_path)
+    assert_plots_rendered(browsed, page)  # no console message; every plot drawn
+    for view in ("The search space", "Accuracy against each setting", "Learning curves", "All trials"):
+        assert f"<h2>{view}</h2>" in page or f"<h3>{view}</h3>" in page
+    assert "The front for a paper" in page and "\\toprule" in page
+    # the learning curves (drawn by the page's script) show the front's trials
+    curves = browsed.dom[browsed.dom.index('id="learning-curves"') :]
+    assert 'class="main-svg"' in curves[: curves.index("</svg>")]
+    assert all(f"trial {n}" in curves for n in data.front)
+    # the table of all trials holds each trial and baseline, and its script counted them
+    table = browsed.dom[browsed.dom.index('id="trials-table"') :]
+    rows = table[: table.index("</table>")].count("<tr") - 1
+    assert rows == len(data.trials)
+    assert f"{rows} of {rows} shown" in browsed.dom

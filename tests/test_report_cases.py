@@ -105,10 +105,11 @@ def test_effects_give_a_confidence_interval_per_value(tmp_path):
     width = analysis.effects(data)["width"]
     assert list(width["value"]) == sorted(width["value"])  # the space's order
     assert width["n"].sum() == len(data.complete)
-    assert (width["accuracy ±95%"] > 0).all()
+    assert (width["accuracy low"] < width["accuracy"]).all()
+    assert (width["accuracy"] < width["accuracy high"]).all()
     bins = analysis.effects(data)["conv.kw.cell_num_ratio"]  # a float: quartile bins
     assert len(bins) == 4 and bins["n"].sum() == data.complete["param:conv.kw.cell_num_ratio"].notna().sum()
-    assert analysis.mean_ci(pd.Series([1.0, 1.0, 1.0]).to_numpy()) == (1.0, 0.0)
+    assert analysis.mean_interval(pd.Series([1.0, 1.0, 1.0]).to_numpy()) == (1.0, 1.0, 1.0)
 
 
 def test_infeasible_trials_are_left_out_of_importances_and_the_front():

@@ -37,6 +37,7 @@ from kwsearch.data.sources import (
     cifar10,
     cifar100,
     fashion_mnist,
+    file_paths,
     locate_files,
     mnist,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "epoch_seed",
     "eval_loader",
     "fashion_mnist",
+    "file_paths",
     "hflip",
     "load_dataset",
     "locate_files",

@@ -195,6 +195,17 @@ def _download(file: FileSpec, mirrors: Sequence[str], target: Path, timeout: flo
     return "; ".join(reasons)
 
 
+def file_paths(spec: DatasetSpec, root: str | Path | None = None) -> dict[str, Path | None]:
+    """Where each file of ``spec`` lies now, searched in the order :func:`locate_files` searches
+    (None for a file found nowhere); nothing is downloaded or verified."""
+    dirs = _search_dirs(spec, root)
+
+    def found(name: str) -> Path | None:
+        return next((d / name for d in dirs if (d / name).is_file()), None)
+
+    return {file.name: found(file.name) for file in spec.files}
+
+
 def locate_files(
     spec: DatasetSpec,
     root: str | Path | None = None,
@@ -208,9 +219,10 @@ def locate_files(
     cannot be downloaded; the message lists where it looked and how to install the data.
     """
     dirs = _search_dirs(spec, root)
+    paths = file_paths(spec, root)
     contents: dict[str, bytes] = {}
     for file in spec.files:
-        found = next((d / file.name for d in dirs if (d / file.name).is_file()), None)
+        found = paths[file.name]
         if found is None:
             target = cache_dir(spec.name) / file.name
             failure = (

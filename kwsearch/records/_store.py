@@ -121,6 +121,10 @@ class StudyStore:
     def set_gpus_per_trial(self, gpus: float) -> None:
         self.write_record(replace(self.record, gpus_per_trial=gpus))
 
+    def set_trial_budget(self, trials: int | None) -> None:
+        """The trained trials this run of the search wants (None: no trial budget)."""
+        self.write_record(replace(self.record, trial_budget=trials))
+
     # -- reading trials ------------------------------------------------------------------------
 
     def trials(self) -> list[TrialRecord]:

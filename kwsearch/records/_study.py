@@ -28,6 +28,7 @@ _STARTED = "started"
 _SOFTWARE = "software"
 _FINGERPRINT = "fingerprint"
 _GPUS_PER_TRIAL = "gpus_per_trial"
+_TRIAL_BUDGET = "trial_budget"
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,8 @@ class StudyRecord:
     ``settings`` is the study file as validated (JSON), ``fingerprint`` the part of it that must
     not change while the study continues; ``budget`` the absolute limits, resolved against the
     static baseline (``baseline_config`` with ``baseline_costs``); ``reference_point`` the
-    hypervolume's, in objective space with accuracy negated."""
+    hypervolume's, in objective space with accuracy negated; ``trial_budget`` the trained trials
+    the last search run wanted (``--trials`` raises the study file's ``budget.trials``)."""
 
     name: str
     settings: dict[str, Any]
@@ -51,6 +53,7 @@ class StudyRecord:
     started: float | None = None
     software: dict[str, str] | None = None
     gpus_per_trial: float = 0.0
+    trial_budget: int | None = None
     schema: int = SCHEMA
 
     def attributes(self) -> dict[str, Any]:
@@ -68,6 +71,7 @@ class StudyRecord:
             _SOFTWARE: self.software,
             _FINGERPRINT: self.fingerprint,
             _GPUS_PER_TRIAL: self.gpus_per_trial,
+            _TRIAL_BUDGET: self.trial_budget,
         }
 
     @classmethod
@@ -85,6 +89,7 @@ class StudyRecord:
             started=attrs.get(_STARTED),
             software=attrs.get(_SOFTWARE),
             gpus_per_trial=float(attrs.get(_GPUS_PER_TRIAL) or 0.0),
+            trial_budget=attrs.get(_TRIAL_BUDGET),
             schema=int(attrs.get(_SCHEMA, 1)),
         )
 

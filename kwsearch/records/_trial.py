@@ -168,6 +168,12 @@ class TrialRecord:
         return self.history[-1]["val_accuracy"] if self.history else None
 
     @property
+    def replayable(self) -> bool:
+        """Trained with a config that builds and fits the budget (complete, pruned or failed):
+        what `kwsearch replay` can train again."""
+        return self.status in ("complete", "pruned", "failed") and self.config is not None
+
+    @property
     def train_seconds(self) -> float | None:
         return sum(h.get("train_seconds", 0.0) for h in self.history) if self.history else None
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from kwsearch.records import TrialRecord, front_of, spread_along_front
 
-REPLAYABLE = ("complete", "pruned", "failed")  # trained with a config that builds and fits the budget
-
 
 class ReplayError(ValueError):
     """A replay that cannot run (unknown study or trial, nothing to replay); exit code 2."""
@@ -39,7 +37,7 @@ def select_trials(
             raise ReplayError(
                 f"study {study_name!r}: trial {number} repeats trial {trial.duplicate_of}; replay that one"
             )
-        if trial.status not in REPLAYABLE or trial.config is None:
+        if not trial.replayable:
             reason = trial.error or trial.status
             raise ReplayError(f"study {study_name!r}: trial {number} never trained ({reason})")
         chosen.append(trial)

@@ -17,17 +17,26 @@ from optuna.distributions import CategoricalDistribution
 from scipy import stats
 
 from kwsearch.calibrate import Calibration
+from kwsearch.formats import format_value
 from kwsearch.pareto import dominates
+from kwsearch.records import normalized_hypervolume
 from kwsearch.report.data import StudyData, point_of, present
-from kwsearch.stats import default_top_k
+from kwsearch.stats import accuracy_estimate, default_top_k
 
 MAX_LEVELS = 8  # a numeric dimension with more distinct values is binned into quartiles
+# the values each cost can take: counts from 0 up
+RANGES: dict[str, tuple[float | None, float | None]] = {
+    "params": (0.0, None),
+    "effective_params": (0.0, None),
+    "macs": (0.0, None),
+}
 
 
-def hypervolume_history(data: StudyData) -> pd.DataFrame:
+def hypervolume_history(data: StudyData, reference_point: list[float] | None = None) -> pd.DataFrame:
     """The front's normalised hypervolume after each finished search trial, in the order trials
     finished: columns ``trials`` (how many had finished), ``number``, ``compute_hours`` (trial
-    wall time summed so far) and ``hypervolume``."""
+    wall time summed so far) and ``hypervolume`` (against ``reference_point``; default the
+    study's own)."""
     search = data.search
     finished = search[search["status"].isin(["complete", "pruned", "failed", "infeasible"])]
     finished = finished.sort_values(["finished", "number"], na_position="last")
@@ -40,7 +49,11 @@ def hypervolume_history(data: StudyData) -> pd.DataFrame:
             point = point_of(row, objectives)
             if not any(dominates(p, point) or p == point for p in front):
                 front = [p for p in front if not dominates(point, p)] + [point]
-                volume = data.normalized_hypervolume(front)
+                volume = (
+                    normalized_hypervolume(front, reference_point)
+                    if reference_point
+                    else data.normalized_hypervolume(front)
+                )
         rows.append(
             {"trials": count, "number": row["number"], "compute_hours": seconds / 3600, "hypervolume": volume}
         )
@@ -96,7 +109,10 @@ def importances(data: StudyData) -> pd.DataFrame | str:
 
 def effects(data: StudyData) -> dict[str, pd.DataFrame]:
     """For each searched setting, one row per value (quartile bins for many numbers): how many
-    complete trials took it and the mean, and 95% confidence half-width, of each objective."""
+    complete trials took it and the mean of each objective with its 95% confidence interval
+    (columns ``NAME``, ``NAME low``, ``NAME high``): costs by :func:`mean_interval`, accuracies
+    by :func:`kwsearch.stats.accuracy_estimate` (Student's t over the trials, never narrower than
+    Wilson's interval of all their validation images, within [0, 1])."""
     complete = data.complete
     tables = {}
     for key, choices in data.dimensions.items():
@@ -116,9 +132,12 @@ def effects(data: StudyData) -> dict[str, pd.DataFrame]:
             group = taking[values == value]
             row: dict[str, Any] = {"value": value, "n": len(group)}
             for name in data.objectives:
-                mean, half = mean_ci(group[name].astype(float).to_numpy())
-                row[name] = mean
-                row[f"{name} ±95%"] = half
+                found = (
+                    _accuracy_interval(group)
+                    if name == "accuracy"
+                    else mean_interval(group[name].astype(float).to_numpy(), *RANGES[name])
+                )
+                row[name], row[f"{name} low"], row[f"{name} high"] = found
             rows.append(row)
         tables[key] = pd.DataFrame(rows)
     return tables
@@ -127,7 +146,8 @@ def effects(data: StudyData) -> dict[str, pd.DataFrame]:
 def paired_differences(data: StudyData) -> dict[str, pd.DataFrame] | str:
     """Grid ablations: for each searched setting and each value other than its baseline (the
     first choice), the difference of each objective against the baseline value in trials that
-    agree on every other setting, seed included; mean and 95% confidence half-width over pairs."""
+    agree on every other setting, seed included: the mean over pairs with its 95% confidence
+    interval (columns ``Δ NAME``, ``Δ NAME low``, ``Δ NAME high``)."""
     sampler = data.record.sampler.get("name")
     if sampler != "grid":
         return "Paired differences are shown for grid ablations (this study's sampler is {}).".format(
@@ -159,9 +179,10 @@ def paired_differences(data: StudyData) -> dict[str, pd.DataFrame] | str:
                 continue
             out: dict[str, Any] = {"value": value, "baseline": baseline, "pairs": pairs}
             for name in data.objectives:
-                mean, half = mean_ci(np.asarray(diffs[name]))
-                out[f"Δ {name}"] = mean
-                out[f"Δ {name} ±95%"] = half
+                # a difference of accuracies lies in [-1, 1]; of costs, anywhere
+                bounds = (-1.0, 1.0) if name == "accuracy" else (None, None)
+                found = mean_interval(np.asarray(diffs[name]), *bounds)
+                out[f"Δ {name}"], out[f"Δ {name} low"], out[f"Δ {name} high"] = found
             table.append(out)
         if table:
             tables[key] = pd.DataFrame(table)
@@ -251,12 +272,13 @@ def _interval(bounds: list[float] | None) -> str | None:
 
 
 def config_diff(config: dict[str, Any] | None, baseline: dict[str, Any] | None) -> str:
-    """``key: value`` for every leaf of ``config`` that differs from ``baseline`` (dotted keys)."""
+    """``key: value`` for every leaf of ``config`` that differs from ``baseline`` (dotted keys;
+    numbers exactly as sampled)."""
     if config is None:
         return ""
     mine, theirs = _flatten(config), _flatten(baseline or {})
     changed = [
-        f"{key}: {f'{value:.4g}' if isinstance(value, float) else json.dumps(value)}"
+        f"{key}: {format_value(value) if isinstance(value, float) else json.dumps(value)}"
         for key, value in mine.items()
         if key not in theirs or theirs[key] != value
     ]
@@ -264,16 +286,38 @@ def config_diff(config: dict[str, Any] | None, baseline: dict[str, Any] | None) 
     return ", ".join(changed) or "(the baseline)"
 
 
-def mean_ci(values: np.ndarray) -> tuple[float, float]:
-    """Mean and the half-width of its 95% confidence interval (Student's t; NaN for one value)."""
+def _accuracy_interval(group: pd.DataFrame) -> tuple[float, float, float]:
+    """The mean accuracy of ``group``'s trials and its 95% interval (NaN bounds where neither
+    the trials' spread nor their validation images give one)."""
+    images = group["val_images"].dropna() if "val_images" in group else pd.Series(dtype=float)
+    # the fewest images any of them had: the interval is never narrower than what they all bear
+    per_run = int(images.min()) if len(images) == len(group) else None
+    found = accuracy_estimate(group["accuracy"].astype(float).tolist(), per_run)
+    low, high = (found.low, found.high) if found.known else (math.nan, math.nan)
+    return found.value, low, high
+
+
+def mean_interval(
+    values: np.ndarray, lowest: float | None = None, highest: float | None = None
+) -> tuple[float, float, float]:
+    """The mean of ``values`` and its 95% confidence interval: Student's t, clipped to the range
+    the quantity can take (``lowest``, ``highest``; None: unbounded). The mean lies in that range
+    whatever the sample, so clipping keeps the interval's coverage and drops only impossible
+    values (an accuracy above 1, a negative count). NaN bounds for fewer than two values."""
     values = values[~np.isnan(values)]
     if len(values) == 0:
-        return math.nan, math.nan
+        return math.nan, math.nan, math.nan
     mean = float(values.mean())
     if len(values) < 2:
-        return mean, math.nan
+        return mean, math.nan, math.nan
     sem = float(values.std(ddof=1)) / math.sqrt(len(values))
-    return mean, float(stats.t.ppf(0.975, len(values) - 1) * sem)
+    half = float(stats.t.ppf(0.975, len(values) - 1) * sem)
+    low, high = mean - half, mean + half
+    if lowest is not None:
+        low = max(low, lowest)
+    if highest is not None:
+        high = min(high, highest)
+    return mean, low, high
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:

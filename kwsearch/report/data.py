@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import shlex
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +58,7 @@ class StudyData:
     noise: FrontNoise  # accuracies with their intervals; the front on them; what is tied with it
     claims: list[Claim]  # the paper's orderings among the baselines, on this proxy
     dimensions: dict[str, list[Any] | None]  # searched parameter -> its choices in order (None: numeric)
-    target: str  # what `kwsearch replay` is given: the study file, or the name
+    target: list[str]  # what finds the study on a command line: its file or name, and options
     front: list[int] = field(default_factory=list)  # Pareto-optimal trial numbers
     calibration: Calibration | None = None  # how well the proxy ranks (None: never calibrated)
 
@@ -97,15 +98,20 @@ class StudyData:
         return bool(self.record.reference_point)
 
 
-def replay_command(target: str, number: int) -> str:
-    return f"kwsearch replay {shlex.quote(target)} --trials {number}"
+def replay_command(target: Sequence[str], numbers: Iterable[int]) -> str:
+    """The `kwsearch replay` command that trains trials ``numbers`` again; ``target`` the words
+    that find the study (:attr:`StudyData.target`)."""
+    return f"kwsearch replay {shlex.join(target)} --trials {','.join(str(n) for n in numbers)}"
 
 
-def load(storage: Storage, name: str, target: str | None = None) -> StudyData:
+def load(storage: Storage, name: str, target: str | Sequence[str] | None = None) -> StudyData:
     """Read study ``name`` (its trials, baselines, replays and calibration) from the storage at
-    ``storage``; ``target`` is what replay commands name (default: the study's name).
+    ``storage``; ``target`` is what replay commands name the study by: a study file or name, or
+    the words of one with its options (``["demo", "--runs-dir", "elsewhere"]``; default: the
+    study's name).
 
     Raises ReportError when the storage cannot be read or holds no study of that name."""
+    target = [target] if isinstance(target, str) else list(target or [name])
     try:
         store = StudyStore.open(storage, name)
     except StoreError as error:
@@ -124,9 +130,12 @@ def load(storage: Storage, name: str, target: str | None = None) -> StudyData:
         for t in baselines
         if t.status == "complete" and t.history
     }
-    rows = [_row(t, "search", target or name, noise.estimates.get(t.number)) for t in trials]
-    rows += [_row(t, "baseline", target or name, baseline_estimates.get(t.baseline)) for t in baselines]
+    rows = [_row(t, "search", target, noise.estimates.get(t.number)) for t in trials]
+    rows += [_row(t, "baseline", target, baseline_estimates.get(t.baseline)) for t in baselines]
     table = pd.DataFrame(rows, columns=_columns(rows))
+    for column in table.columns:
+        if column.startswith("param:"):  # the values as sampled: an int choice stays an int
+            table[column] = pd.Series([row.get(column) for row in rows], index=table.index, dtype=object)
     front = noise.front
     if len(table):
         table["pareto"] = (table["kind"] == "search") & table["number"].isin(front)
@@ -157,7 +166,7 @@ def load(storage: Storage, name: str, target: str | None = None) -> StudyData:
         noise=noise,
         claims=published_claims(baseline_estimates),
         dimensions=_dimensions(trials),
-        target=target or name,
+        target=target,
         front=front,
         calibration=calibration_of(store),
     )
@@ -168,7 +177,7 @@ def _images(trial: TrialRecord) -> int | None:
     return int(images) if images else None
 
 
-def _row(trial: TrialRecord, kind: str, target: str, estimate: Estimate | None) -> dict[str, Any]:
+def _row(trial: TrialRecord, kind: str, target: list[str], estimate: Estimate | None) -> dict[str, Any]:
     costs = trial.costs.as_dict() if trial.costs else {}
     row: dict[str, Any] = {
         "kind": kind,
@@ -181,6 +190,7 @@ def _row(trial: TrialRecord, kind: str, target: str, estimate: Estimate | None) 
         "accuracy_low": estimate.low if estimate else None,  # its 95% interval
         "accuracy_high": estimate.high if estimate else None,
         "runs": estimate.runs if estimate else None,
+        "val_images": _images(trial),  # the last epoch's validation images
         "temperature": trial.history[-1].get("temperature") if trial.history else None,  # reached
         **{name: costs.get(name) for name in COSTS},
         "trained": trial.trained,  # handed to a trainer
@@ -193,7 +203,7 @@ def _row(trial: TrialRecord, kind: str, target: str, estimate: Estimate | None) 
         "duplicate_of": trial.duplicate_of,
         "error": trial.error,
         "config": json.dumps(trial.config, sort_keys=True) if trial.config is not None else None,
-        "replay": replay_command(target, trial.number) if kind == "search" else None,
+        "replay": replay_command(target, [trial.number]) if kind == "search" and trial.replayable else None,
     }
     for key, value in trial.params.items():
         row[f"param:{key}"] = value

@@ -1,11 +1,9 @@
-"""The report's plots, as plotly figures. Every user-provided string in hover text is
-HTML-escaped here (plotly renders hover text as a subset of HTML and decodes entities, so the
-escaped text shows as typed and is never markup)."""
+"""The report's plots, as plotly figures. Every user-provided string in plot text goes through
+:func:`kwsearch.report.layout.plot_text`, so it shows as typed and is never markup."""
 
 from __future__ import annotations
 
 import json
-from html import escape
 from typing import Any
 
 import pandas as pd
@@ -13,7 +11,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from kwsearch.calibrate import CheapProxy
+from kwsearch.formats import format_accuracy, format_cost
 from kwsearch.report.data import StudyData, present
+from kwsearch.report.layout import plot_text
 
 TEMPLATE = "plotly_white"
 LABELS = {"accuracy": "proxy accuracy", "params": "parameters", "effective_params": "effective parameters"}
@@ -37,16 +37,19 @@ CAPTIONS = {
     "tied": "tied with the front (within noise)",
     "pareto": "Pareto-optimal",
     "pruned": "pruned (accuracy when stopped)",
-    "failed": "failed (last accuracy, or 0)",
-    "infeasible": "infeasible: over budget or unbuildable (drawn at 0)",
+    "failed": "failed (last accuracy)",
+    "infeasible": "infeasible: over budget or unbuildable",
 }
+# trials without an accuracy are drawn in a strip under the accuracy axis, one row per kind:
+# at accuracy 0 they would stretch the axis until the front is a thin band
+NO_ACCURACY = {"infeasible": "never trained", "failed": "failed before an epoch"}
 
 
 def hover_text(row: dict[str, Any], objectives: list[str]) -> str:
     """A trial's hover box: number and status, metrics, its full config, the replay command."""
-    head = f"<b>trial {row['number']}</b> ({escape(str(row['status']))})"
-    if row.get("label"):
-        head = f"<b>baseline {escape(str(row['label']))}</b>"
+    head = f"<b>trial {row['number']}</b> ({plot_text(row['status'])})"
+    if row["kind"] == "baseline":
+        head = f"<b>baseline {plot_text(row['label'])}</b>"
     lines = [head]
     for name in ("accuracy", "params", "effective_params", "macs", "seconds"):
         value = row.get(name)
@@ -57,16 +60,16 @@ def hover_text(row: dict[str, Any], objectives: list[str]) -> str:
                 lines.append(f"  95% CI {row['accuracy_low']:.4f} to {row['accuracy_high']:.4f}{runs}")
     if present(row.get("temperature")):
         lines.append(f"temperature reached: {row['temperature']:.3g}")
-    if row.get("seed") is not None:
-        lines.append(f"seed: {escape(str(row['seed']))}")
+    if present(row.get("seed")):
+        lines.append(f"seed: {plot_text(row['seed'])}")
     if present(row.get("error")):
-        lines.append(f"error: {escape(_shorten(str(row['error']), 300))}")
+        lines.append(f"error: {plot_text(_shorten(str(row['error']), 300))}")
     config = json.loads(row["config"]) if present(row.get("config")) else None
     if config is not None:
         lines.append("<b>config</b>")
-        lines += [f"  {escape(key)}: {escape(json.dumps(value))}" for key, value in _leaves(config)]
+        lines += [f"  {plot_text(key)}: {plot_text(json.dumps(value))}" for key, value in _leaves(config)]
     if present(row.get("replay")):
-        lines.append(f"replay: {escape(row['replay'])}")
+        lines.append(f"replay: {plot_text(row['replay'])}")
     return "<br>".join(lines)
 
 
@@ -80,25 +83,35 @@ def accuracy_vs_cost(data: StudyData, cost: str) -> go.Figure:
     search.loc[(search["status"] == "complete") & search["pareto"], "kind_of_point"] = "pareto"
     search.loc[(search["status"] == "complete") & ~search["pareto"], "kind_of_point"] = "dominated"
     search.loc[(search["status"] == "complete") & search["tied"], "kind_of_point"] = "tied"
-    fig = go.Figure()
+    drawn = search[search[cost].notna()]
+    measured = drawn["accuracy"].notna()
+    unmeasured = set(drawn.loc[~measured, "kind_of_point"])
+    strip = list(dict.fromkeys(_strip_row(k) for k in STYLES if k in unmeasured))
+    if strip:
+        fig = make_subplots(rows=2, shared_xaxes=True, row_heights=[0.86, 0.14], vertical_spacing=0.03)
+    else:
+        fig = go.Figure()
     for kind, style in STYLES.items():
-        group = search[(search["kind_of_point"] == kind) & search[cost].notna()]
-        if group.empty:
-            continue
-        records = group.to_dict("records")
-        y = [r["accuracy"] if present(r["accuracy"]) else 0.0 for r in records]
-        fig.add_trace(
-            go.Scatter(
-                x=group[cost].tolist(),
-                y=y,
-                mode="markers",
-                name=CAPTIONS[kind],
-                marker=style,
-                error_y=_interval_bars(records, style["color"]),
-                text=[hover_text(r, objectives) for r in records],
-                hoverinfo="text",
+        of_kind = drawn["kind_of_point"] == kind
+        for group, row in ((drawn[of_kind & measured], 1), (drawn[of_kind & ~measured], 2)):
+            if group.empty:
+                continue
+            records = group.to_dict("records")
+            fig.add_trace(
+                go.Scatter(
+                    x=group[cost].tolist(),
+                    y=group["accuracy"].tolist() if row == 1 else [_strip_row(kind)] * len(group),
+                    mode="markers",
+                    name=CAPTIONS[kind],
+                    legendgroup=kind,
+                    showlegend=not any(t.legendgroup == kind for t in fig.data),
+                    marker=style,
+                    error_y=_interval_bars(records, style["color"]) if row == 1 else None,
+                    text=[hover_text(r, objectives) for r in records],
+                    hoverinfo="text",
+                ),
+                **({"row": row, "col": 1} if strip else {}),
             )
-        )
     front = search[search["kind_of_point"] == "pareto"].sort_values(cost)
     if cost in objectives and len(front):
         fig.add_trace(
@@ -122,7 +135,7 @@ def accuracy_vs_cost(data: StudyData, cost: str) -> go.Figure:
                 name="baselines",
                 marker={"symbol": "star", "size": 14, "color": "rgb(44,160,44)", "line": {"width": 1}},
                 error_y=_interval_bars(records, "rgb(44,160,44)"),
-                text=[escape(str(r["label"])) for r in records],
+                text=[plot_text(r["label"]) for r in records],
                 textposition="top center",
                 hovertext=[hover_text(r, objectives) for r in records],
                 hoverinfo="text",
@@ -142,14 +155,18 @@ def accuracy_vs_cost(data: StudyData, cost: str) -> go.Figure:
         fig.update_xaxes(range=[0, 1.08 * max(shown)])
     fig.update_layout(
         template=TEMPLATE,
-        height=520,
-        margin={"l": 60, "r": 20, "t": 50, "b": 50},
-        xaxis_title=LABELS.get(cost, cost),
+        height=560 if strip else 520,
+        margin={"l": 60 + 70 * bool(strip), "r": 20, "t": 50, "b": 50},
         yaxis_title=LABELS["accuracy"],
         legend={"orientation": "h", "y": -0.18},
         hoverlabel={"align": "left", "font": {"size": 11}},
-        updatemenus=[_axis_switch()],
+        updatemenus=[_axis_switch(axes=2 if strip else 1)],
     )
+    fig.update_xaxes(title_text=LABELS.get(cost, cost), row=2 if strip else None)
+    if strip:
+        fig.update_yaxes(
+            type="category", categoryorder="array", categoryarray=strip, showgrid=False, row=2, col=1
+        )
     return fig
 
 
@@ -180,7 +197,7 @@ def importances(table: pd.DataFrame) -> go.Figure:
     for name in table.columns:
         fig.add_trace(
             go.Bar(
-                y=[escape(str(s)) for s in table.index],
+                y=[plot_text(s) for s in table.index],
                 x=table[name].tolist(),
                 orientation="h",
                 name=LABELS.get(name, name),
@@ -194,52 +211,6 @@ def importances(table: pd.DataFrame) -> go.Figure:
         yaxis={"autorange": "reversed"},
         margin={"l": 160, "r": 20, "t": 30, "b": 50},
     )
-    return fig
-
-
-def learning_curves(data: StudyData) -> go.Figure | None:
-    """Validation accuracy per epoch of the Pareto-optimal trials, and the attention temperature
-    each used (when its family has one)."""
-    history = data.history
-    if history.empty or not data.front:
-        return None
-    front = history[(history["kind"] == "search") & history["number"].isin(data.front)]
-    has_temperature = "temperature" in front and front["temperature"].notna().any()
-    fig = make_subplots(
-        rows=1,
-        cols=2 if has_temperature else 1,
-        subplot_titles=("validation accuracy", "attention temperature") if has_temperature else None,
-    )
-    for i, (number, curve) in enumerate(front.groupby("number")):
-        color = _palette(i)
-        fig.add_trace(
-            go.Scatter(
-                x=curve["epoch"],
-                y=curve["val_accuracy"],
-                mode="lines+markers",
-                name=f"trial {number}",
-                legendgroup=str(number),
-                line={"color": color},
-            ),
-            row=1,
-            col=1,
-        )
-        if has_temperature and curve["temperature"].notna().any():
-            fig.add_trace(
-                go.Scatter(
-                    x=curve["epoch"],
-                    y=curve["temperature"],
-                    mode="lines",
-                    name=f"trial {number}",
-                    legendgroup=str(number),
-                    showlegend=False,
-                    line={"color": color, "dash": "dot"},
-                ),
-                row=1,
-                col=2,
-            )
-    fig.update_xaxes(title_text="epoch")
-    fig.update_layout(template=TEMPLATE, height=380, margin={"l": 60, "r": 20, "t": 40, "b": 50})
     return fig
 
 
@@ -314,7 +285,7 @@ def cheap_proxies(proxies: list[CheapProxy], target: float) -> go.Figure:
             mode="markers+text",
             text=[p.name for p in shown],
             textposition="middle right",
-            customdata=[escape(p.label) for p in shown],
+            customdata=[plot_text(p.label) for p in shown],
             marker={
                 "size": 10,
                 "color": ["rgb(44,160,44)" if p.meets_target else "rgb(31,119,180)" for p in shown],
@@ -363,7 +334,9 @@ def _interval_bars(records: list[dict[str, Any]], color: str) -> dict[str, Any] 
     }
 
 
-def _axis_switch() -> dict[str, Any]:
+def _axis_switch(axes: int = 1) -> dict[str, Any]:
+    """Buttons that make the x axes (``axes`` of them, shared) linear or logarithmic."""
+    names = ["xaxis"] + [f"xaxis{i}" for i in range(2, axes + 1)]
     return {
         "type": "buttons",
         "direction": "right",
@@ -371,14 +344,20 @@ def _axis_switch() -> dict[str, Any]:
         "y": 1.12,
         "xanchor": "left",
         "buttons": [
-            {"label": "linear x", "method": "relayout", "args": [{"xaxis.type": "linear"}]},
+            {"label": "linear x", "method": "relayout", "args": [{f"{n}.type": "linear" for n in names}]},
             {
                 "label": "log x",
                 "method": "relayout",
-                "args": [{"xaxis.type": "log", "xaxis.autorange": True}],
+                "args": [{k: v for n in names for k, v in ((f"{n}.type", "log"), (f"{n}.autorange", True))}],
             },
         ],
     }
+
+
+def _strip_row(kind: str) -> str:
+    """The row of the strip under the accuracy axis where trials of ``kind`` without an accuracy
+    are drawn."""
+    return NO_ACCURACY.get(kind, "no accuracy")
 
 
 def _leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -389,16 +368,11 @@ def _leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 def _format(name: str, value: float) -> str:
     if name == "accuracy":
-        return f"{value:.4f}"
+        return format_accuracy(value)
     if name == "seconds":
         return f"{value:.1f} s"
-    return f"{value:,.0f}"
+    return format_cost(value)
 
 
 def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _palette(i: int) -> str:
-    colors = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
-    return colors[i % len(colors)]

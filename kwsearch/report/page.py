@@ -1,45 +1,35 @@
-"""The report page: one self-contained HTML file (plotly.js inlined, no network).
+"""The report page of one study: its sections in order, each drawn by the module of its view
+(:mod:`~kwsearch.report.figures`, :mod:`~kwsearch.report.space`, :mod:`~kwsearch.report.curves`,
+:mod:`~kwsearch.report.trials_table`, :mod:`~kwsearch.report.paper_tables`) into one
+self-contained HTML file (:mod:`~kwsearch.report.layout`: plotly.js inlined, no network).
 
 Everything a user or a study provided (names, space values, configs, error messages, labels) goes
-through :func:`html.escape` before it reaches the page; plot data travels as JSON that plotly
-writes with ``<`` and ``>`` escaped, and hover text is escaped in :mod:`kwsearch.report.figures`.
+through :func:`html.escape` before it reaches the page; plot text through
+:func:`kwsearch.report.layout.plot_text`; plot data travels as JSON that plotly writes with ``<``
+and ``>`` escaped.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import time
 from html import escape
-from typing import Any
 
 import pandas as pd
-import plotly.graph_objects as go
-from plotly.offline import get_plotlyjs
 
 from kwsearch import __version__
-from kwsearch.report import analysis, figures
-from kwsearch.report.data import StudyData, present
+from kwsearch.report import analysis, curves, figures, layout, paper_tables, space, trials_table
+from kwsearch.report.data import StudyData, replay_command
 from kwsearch.versions import software_versions
 
-STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1200px;
-padding:0 16px 48px;color:#222;line-height:1.4}
-h1{font-size:1.5em;margin:18px 0 4px;word-break:break-all}h2{font-size:1.2em;margin-top:32px;
-border-bottom:1px solid #ddd;padding-bottom:4px}h3{font-size:1em;margin:18px 0 6px}
-table{border-collapse:collapse;font-size:13px;margin:6px 0 12px}
-td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
-th{background:#f4f6f8}td.n{text-align:right;font-variant-numeric:tabular-nums}
-code,.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
-.note{background:#fff8e1;border:1px solid #f0d98c;padding:8px 12px;border-radius:4px;margin:10px 0}
-.muted{color:#666;font-size:13px}.wide{overflow-x:auto}
-dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;font-size:14px}
-dl.facts dt{color:#555}dl.facts dd{margin:0;word-break:break-word}
-"""
-PLOT_CONFIG = {"displaylogo": False, "responsive": True, "toImageButtonOptions": {"format": "svg"}}
 
-
-def render(data: StudyData) -> str:
-    """The whole page for ``data``."""
+def render(
+    data: StudyData, paper: tuple[str, str] | None = None, files: tuple[str, str] | None = None
+) -> str:
+    """The whole page for ``data``; ``paper``: the front's Markdown and LaTeX tables (made here
+    when not given) and ``files``: the names they are written under beside the page."""
     body = [_header(data)]
     notice = _notice(data)
     if notice:
@@ -48,9 +38,12 @@ def render(data: StudyData) -> str:
         body += _fronts(data)
         body += _paper_claims(data)
         body += _hypervolume(data)
+        body += _the_space(data)
         body += _settings_that_matter(data)
         body += _learning_curves(data)
         body += _top_configurations(data)
+        body += _for_a_paper(data, paper, files)
+        body += _all_trials(data)
         body += _proxy_vs_full(data)
         body += _proxy_fidelity(data)
         body += _problems(data)
@@ -61,13 +54,7 @@ def render(data: StudyData) -> str:
         f"{escape(__version__)} from <code>{escape(data.storage)}</code>. The data behind this page is in "
         "the CSV and Parquet files beside it.</p>"
     )
-    title = escape(f"kwsearch report: {data.name}")
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title>'
-        f'<style>{STYLE}</style><script type="text/javascript">{get_plotlyjs()}</script></head>'
-        f"<body>{''.join(body)}</body></html>\n"
-    )
+    return layout.document(f"kwsearch report: {data.name}", body)
 
 
 def _notice(data: StudyData) -> str | None:
@@ -110,10 +97,12 @@ def _header(data: StudyData) -> str:
     if sampler.get("options"):
         sampler_text += f", options {json.dumps(sampler['options'])}"
     budget = settings.get("budget") or {}
+    # the last search run's (--trials overrides the study file's)
+    trial_budget = data.record.trial_budget or budget.get("trials")
     trained = int(data.search["trained"].sum()) if len(data.search) else 0
     spent = f"{trained} trained trial(s)"
-    if budget.get("trials"):
-        spent += f" of {budget['trials']}"
+    if trial_budget:
+        spent += f" of {trial_budget}"
     seconds = float(data.search["seconds"].fillna(0).sum()) if len(data.search) else 0.0
     gpus = data.record.gpus_per_trial
     spent += f"; trial time {seconds / 3600:.2f} h"
@@ -136,7 +125,7 @@ def _header(data: StudyData) -> str:
         "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)) if started else "unknown",
         "objectives": ", ".join(data.objectives),
         "trials": _counts_text(counts) or "none",
-        "budget": f"limits: {limit_text}; trials: {budget.get('trials') or 'no limit'}"
+        "budget": f"limits: {limit_text}; trials: {trial_budget or 'no limit'}"
         + (f"; wall clock {budget['wall_clock']:.0f} s" if budget.get("wall_clock") else "")
         + (f"; {budget['gpu_hours']} GPU hours" if budget.get("gpu_hours") else ""),
         "budget spent": spent,
@@ -161,7 +150,8 @@ def _fronts(data: StudyData) -> list[str]:
     parts.append(
         "<p class='muted'>Every trial is a point; the Pareto front is the step line; dominated trials are "
         "faded, those statistically tied with the front are dotted; pruned, failed and infeasible trials "
-        "have their own markers (infeasible configs never trained and sit at accuracy 0). Bars are 95% "
+        "have their own markers; trials without an accuracy (infeasible configs, which never trained, "
+        "and trials that failed before an epoch) sit in a strip under the accuracy axis. Bars are 95% "
         "intervals of the accuracy (from the number of validation images; over the seeds where a config "
         "ran with several). Stars are the baselines; the dashed line is the budget. Hover a point for its "
         "config, metrics, the temperature it reached and its replay command; the buttons switch the x "
@@ -173,7 +163,7 @@ def _fronts(data: StudyData) -> list[str]:
     for cost in ("params", "macs"):
         if cost in data.search and data.search[cost].notna().any():
             parts.append(f"<h3>against {escape(figures.LABELS.get(cost, cost))}</h3>")
-            parts.append(_plot(figures.accuracy_vs_cost(data, cost)))
+            parts.append(layout.plot(figures.accuracy_vs_cost(data, cost)))
     return parts
 
 
@@ -198,7 +188,7 @@ def _hypervolume(data: StudyData) -> list[str]:
     parts = ["<h2>Hypervolume</h2>"]
     if point:
         described = ", ".join(
-            f"{name} {_number(abs(v) if name == 'accuracy' else v, name)}"
+            f"{name} {layout.number(abs(v) if name == 'accuracy' else v, name)}"
             for name, v in zip(data.objectives, point, strict=False)
         )
         parts.append(
@@ -208,7 +198,7 @@ def _hypervolume(data: StudyData) -> list[str]:
         )
     if history.empty:
         return [*parts, "<p>No trial has finished yet.</p>"]
-    return [*parts, _plot(figures.hypervolume_history(history))]
+    return [*parts, layout.plot(figures.hypervolume_history(history))]
 
 
 def _settings_that_matter(data: StudyData) -> list[str]:
@@ -221,14 +211,15 @@ def _settings_that_matter(data: StudyData) -> list[str]:
             "<p class='muted'>Optuna's PED-ANOVA importance of each searched setting for each objective, "
             "over complete trials (infeasible configs left out).</p>"
         )
-        parts.append(_plot(figures.importances(found)))
-    parts.append("<h3>Objectives by value (mean ± 95% confidence interval, complete trials)</h3>")
+        parts.append(layout.plot(figures.importances(found)))
+    parts.append("<h3>Objectives by value (mean and its 95% confidence interval, complete trials)</h3>")
     tables = analysis.effects(data)
     if not tables:
         parts.append("<p>No complete trials to compare.</p>")
     for key, table in tables.items():
         parts.append(f"<h3 class='mono'>{escape(key)}</h3>")
-        parts.append(_table(_with_intervals(table, data.objectives)))
+        shown = layout.space_values(table, ["value"])
+        parts.append(layout.table(layout.with_intervals(shown, data.objectives)))
     parts.append("<h3>Paired differences against the baseline value</h3>")
     paired = analysis.paired_differences(data)
     if isinstance(paired, str):
@@ -240,16 +231,69 @@ def _settings_that_matter(data: StudyData) -> list[str]:
         )
         for key, table in paired.items():
             parts.append(f"<h3 class='mono'>{escape(key)}</h3>")
-            parts.append(_table(_with_intervals(table, [f"Δ {n}" for n in data.objectives])))
+            shown = layout.space_values(table, ["value", "baseline"])
+            parts.append(layout.table(layout.with_intervals(shown, [f"Δ {n}" for n in data.objectives])))
+    return parts
+
+
+def _the_space(data: StudyData) -> list[str]:
+    """Parallel coordinates and slice plots of the complete trials."""
+    parts = ["<h2>The search space</h2>"]
+    found = space.space_trials(data)
+    if isinstance(found, str):
+        return [*parts, f"<p>{escape(found)}</p>"]
+    parts.append(
+        "<p class='muted'>Each complete trial is a line through its value of every searched setting, its "
+        "costs and its accuracy, coloured by the accuracy (the most accurate on top); hover a line for its "
+        "trial. A conditional setting a trial did not have sits at "
+        f"<i>{escape(space.UNSET)}</i>, below its axis.</p>"
+    )
+    parts.append(layout.plot(space.plot_parallel_coordinates(found)))
+    parts.append(
+        "<h3>Accuracy against each setting</h3><p class='muted'>One panel per searched setting (complete "
+        "trials); the colour is the trial's number, so the sampler's drift to good values shows as the "
+        "darker points gathering.</p>"
+    )
+    parts.append(layout.plot(space.plot_slices(found)))
     return parts
 
 
 def _learning_curves(data: StudyData) -> list[str]:
-    fig = figures.learning_curves(data)
-    parts = ["<h2>Learning curves of the Pareto-optimal trials</h2>"]
-    if fig is None:
-        return [*parts, "<p>No Pareto-optimal trial yet.</p>"]
-    return [*parts, _plot(fig)]
+    return [
+        "<h2>Learning curves</h2>",
+        "<p class='muted'>Validation accuracy per epoch (and the attention temperature, dotted, where the "
+        "family has one). It opens on the Pareto-optimal trials; type any trial numbers, or click one in "
+        "the table of all trials below, to see theirs.</p>",
+        curves.render(data),
+    ]
+
+
+def _for_a_paper(data: StudyData, paper: tuple[str, str] | None, files: tuple[str, str] | None) -> list[str]:
+    if not data.front:
+        return []
+    if paper is None:
+        rows = paper_tables.front_rows(data)
+        paper = (paper_tables.markdown(rows), paper_tables.latex(rows))
+    return [
+        "<h2>The front for a paper</h2>",
+        "<p class='muted'>The baselines and the Pareto-optimal trials by parameters: parameters and MACs "
+        "in millions (with as many decimals as keep different counts apart), accuracy in percent with "
+        "its 95% interval. The LaTeX table uses the booktabs package.</p>",
+        paper_tables.render(*paper, files),
+    ]
+
+
+def _all_trials(data: StudyData) -> list[str]:
+    frame = trials_table.trials_frame(data)
+    return [
+        "<h2>All trials</h2>",
+        "<p class='muted'>Click a column to sort by it (again to reverse). Type terms to filter, all of "
+        "which a row must meet: a word any cell contains (<code>kw</code>), a column that contains a value "
+        "(<code>status:pruned</code>), or a comparison (<code>accuracy&gt;0.8</code>, "
+        "<code>params&lt;=1000000</code>, <code>width=0.5</code>). Click a trial's number for its learning "
+        "curve.</p>",
+        trials_table.render(frame, list(data.dimensions)),
+    ]
 
 
 def _top_configurations(data: StudyData) -> list[str]:
@@ -275,12 +319,9 @@ def _top_configurations(data: StudyData) -> list[str]:
                 "replay": row["replay"],
             }
         )
-    parts.append(_table(pd.DataFrame(rows), mono={"replay"}))
-    numbers = ",".join(str(n) for n in sorted(data.front))
-    parts.append(
-        f"<p>Replay the whole front: <code>{escape(f'kwsearch replay {data.target} --trials {numbers}')}"
-        "</code></p>"
-    )
+    parts.append(layout.table(pd.DataFrame(rows), mono={"replay"}))
+    command = replay_command(data.target, sorted(data.front))
+    parts.append(f"<p>Replay the whole front: <code>{escape(command)}</code></p>")
     return parts
 
 
@@ -301,8 +342,8 @@ def _proxy_vs_full(data: StudyData) -> list[str]:
         + "".join(f"<li>{escape(line)}</li>" for line in data.agreement.describe())
         + "</ul>"
     )
-    parts.append(_plot(figures.proxy_vs_full(table)))
-    parts.append(_table(table))
+    parts.append(layout.plot(figures.proxy_vs_full(table)))
+    parts.append(layout.table(table))
     return parts
 
 
@@ -312,7 +353,7 @@ def _proxy_fidelity(data: StudyData) -> list[str]:
     parts = ["<h2 id='proxy-fidelity'>Proxy fidelity</h2>"]
     calibration = data.calibration
     if calibration is None:
-        command = f"kwsearch calibrate {data.target}"
+        command = f"kwsearch calibrate {shlex.join(data.target)}"
         return [
             *parts,
             f"<p>Not measured. <code>{escape(command)}</code> trains configs spread over the space's "
@@ -331,19 +372,26 @@ def _proxy_fidelity(data: StudyData) -> list[str]:
         "proxy accuracy is its last validation accuracy, its full accuracy its test accuracy, each "
         "averaged over seeds.</p>"
     )
-    parts.append(_table(analysis.fidelity_figures(calibration)))
+    parts.append(layout.table(analysis.fidelity_figures(calibration)))
     configs = analysis.fidelity_configs(calibration)
-    parts.append(_plot(figures.calibration(configs)))
-    parts.append(_table(configs, mono={"runs"}))
+    parts.append(layout.plot(figures.calibration(configs)))
+    parts.append(layout.table(configs, mono={"runs"}))
     parts.append(
         "<h3>Cheaper proxies</h3><p class='muted'>Scores read from the same learning curves, at no "
         "extra training: the validation accuracy after each epoch, and minus the summed training loss "
         "and minus the last validation loss (a lower loss ranks higher). Each is ranked against full "
         f"training; it meets the target when its Spearman's rho is at least {calibration.target:g}.</p>"
     )
-    parts.append(_plot(figures.cheap_proxies(calibration.cheap_proxies, calibration.target)))
-    parts.append(_table(analysis.cheap_proxy_table(calibration)))
+    parts.append(layout.plot(figures.cheap_proxies(calibration.cheap_proxies, calibration.target)))
+    parts.append(layout.table(analysis.cheap_proxy_table(calibration)))
     return parts
+
+
+def _natural(row: pd.Series) -> tuple:
+    """A row of the error table's sort key: its status, then its error with each number in it
+    compared as a number."""
+    parts = re.split(r"(\d[\d,]*(?:\.\d+)?)", str(row["error"]))
+    return (row["status"], [(0, float(p.replace(",", ""))) if i % 2 else (1, p) for i, p in enumerate(parts)])
 
 
 def _seeds(seeds: list[int]) -> str:
@@ -361,73 +409,16 @@ def _problems(data: StudyData) -> list[str]:
         .agg(lambda n: ", ".join(str(x) for x in sorted(n)))
         .reset_index()
     )
+    # numbers in the errors compared as numbers: "params 2,100,000" before "params 10,500,000"
+    grouped = grouped.iloc[sorted(range(len(grouped)), key=lambda i: _natural(grouped.iloc[i]))]
     grouped["trials"] = grouped["number"]
     return [
         "<h2>Failed and infeasible trials</h2>",
-        _table(grouped[["status", "trials", "error"]], mono={"error"}),
+        layout.table(grouped[["status", "trials", "error"]], mono={"error"}),
     ]
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def _plot(fig: go.Figure) -> str:
-    return (
-        "<div class='wide'>"
-        + fig.to_html(full_html=False, include_plotlyjs=False, config=PLOT_CONFIG)
-        + "</div>"
-    )
-
-
-def _table(frame: pd.DataFrame, mono: set[str] = frozenset()) -> str:
-    """An HTML table with every cell escaped; numbers right-aligned and formatted by column."""
-    head = "".join(f"<th>{escape(str(c))}</th>" for c in frame.columns)
-    body = []
-    for row in frame.to_dict("records"):
-        cells = []
-        for column, value in row.items():
-            numeric = isinstance(value, int | float) and not isinstance(value, bool)
-            css = " class='n'" if numeric else (" class='mono'" if column in mono else "")
-            cells.append(f"<td{css}>{escape(_number(value, str(column)) if numeric else _text(value))}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return (
-        f"<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
-    )
-
-
-def _with_intervals(table: pd.DataFrame, names: list[str]) -> pd.DataFrame:
-    """Fold each ``name`` and ``name ±95%`` column pair into one ``mean ± half`` text column."""
-    out = table.copy()
-    for name in names:
-        interval = f"{name} ±95%"
-        if name not in out or interval not in out:
-            continue
-        out[name] = [
-            _number(m, name) + ("" if _missing(h) else f" ± {_number(h, name)}")
-            for m, h in zip(out[name], out[interval], strict=True)
-        ]
-        out = out.drop(columns=interval)
-    return out
-
-
-def _number(value: Any, column: str) -> str:
-    if _missing(value):
-        return "–"
-    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) >= 1000):
-        return f"{value:,.0f}"
-    if "accuracy" in column or column in ("hypervolume", "Spearman ρ", "Kendall τ"):
-        return f"{value:.4f}"
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:.4g}"
-
-
-def _text(value: Any) -> str:
-    return "" if value is None or _missing(value) else str(value)
-
-
-def _missing(value: Any) -> bool:
-    return not present(value)
 
 
 def _counts_text(counts: dict[str, int]) -> str:

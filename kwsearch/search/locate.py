@@ -14,6 +14,9 @@ class StoredStudy:
     name: str
     storage: str
     study: Study | None  # the validated study file, when one was given
+    # what finds it again on a command line (replay, calibrate): the study file or name, and the
+    # --storage and --runs-dir it was found through when they are not the defaults
+    arguments: tuple[str, ...] = ()
 
 
 def locate_study(target: str, storage: str | None = None, runs_dir: Path = Path("runs")) -> StoredStudy:
@@ -21,6 +24,11 @@ def locate_study(target: str, storage: str | None = None, runs_dir: Path = Path(
     or a bare name (``storage``, else SQLite under ``runs_dir``). Raises StudyError for a bad study
     file and for a name with no storage."""
     study = None
+    arguments = [target]
+    if storage is not None:
+        arguments += ["--storage", storage]
+    if runs_dir != Path("runs"):  # also where a replay keeps its models
+        arguments += ["--runs-dir", str(runs_dir)]
     if target.endswith((".yaml", ".yml")) or Path(target).is_file():
         study = load_study(target)
         name, storage = study.name, storage or study.settings.storage
@@ -34,4 +42,4 @@ def locate_study(target: str, storage: str | None = None, runs_dir: Path = Path(
                 "(run its search first, or give --runs-dir or --storage)"
             )
         storage = default_storage(runs_dir / name)
-    return StoredStudy(name, storage, study)
+    return StoredStudy(name, storage, study, tuple(arguments))

@@ -228,6 +228,7 @@ def run_search(
             unlimited = grid or settings.budget.wall_clock or settings.budget.gpu_hours
             if wanted is None and not unlimited:
                 wanted = 20  # never an endless search by accident
+            store.set_trial_budget(wanted)  # the study file's, or --trials: what the report states
             plan = SearchPlan(
                 space=study.space,
                 objectives=settings.objectives,
@@ -248,7 +249,7 @@ def run_search(
                 target = f"/{wanted}" if wanted else ""
                 return f"trained {spent}{target}  trial time {summary.trial_seconds / 60:.1f} min"
 
-            with SearchProgress(store, budget_line, enabled=progress) as view:
+            with SearchProgress(store, budget_line, enabled=progress, trials=wanted) as view:
                 policy = SearchPolicy(store, plan, halving, on_change=view.changed, trackers=trackers)
                 driver = Driver(policy)
                 try:

@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from kwsearch.formats import format_accuracy, format_cost
 from kwsearch.records import FINISHED, StudyStore, TrialRecord, normalized_hypervolume, objective_point
 from kwsearch.stats import Estimate, FrontNoise, accuracy_estimate, front_noise, published_claims
+
+COST_NAMES = {"params": "params", "effective_params": "effective params", "macs": "MACs"}
 
 
 @dataclass
@@ -29,7 +32,9 @@ class StudySummary:
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)  # label -> objectives
     # every complete trial's accuracy: the mean over its config's runs, its 95% interval, the runs
     accuracy: dict[int, list[float | None]] = field(default_factory=dict)
-    front_costs: dict[int, dict[str, int]] = field(default_factory=dict)  # the cost objectives
+    # what each front member costs: params, effective_params (where sparse training keeps fewer)
+    # and MACs (where counted)
+    front_costs: dict[int, dict[str, int]] = field(default_factory=dict)
     tied_with_front: list[int] = field(default_factory=list)  # within noise of the front
     front_within_noise: bool = False  # no front member beats another beyond noise
     noise: list[str] = field(default_factory=list)  # what the two say, in words
@@ -60,12 +65,17 @@ class StudySummary:
             )
         if self.pareto:
             out.append("front (accuracy with its 95% interval):")
-        for number in sorted(self.pareto, key=lambda n: list(self.front_costs[n].values())):
+        by_cost = sorted(self.pareto, key=lambda n: [self.front_costs[n][c] for c in self.objectives[1:]])
+        for number in by_cost:
             accuracy, low, high, runs = self.accuracy[number]
             seeds = f", {runs} seeds" if runs > 1 else ""
-            interval = f" (95% CI {low:.4f} to {high:.4f}{seeds})" if low is not None else ""
-            costs = "  ".join(f"{name} {cost:,}" for name, cost in self.front_costs[number].items())
-            out.append(f"  trial {number:>4}  {accuracy:.4f}{interval}  {costs}")
+            interval = ""
+            if low is not None:
+                interval = f" (95% CI {format_accuracy(low)} to {format_accuracy(high)}{seeds})"
+            costs = "  ".join(
+                f"{COST_NAMES[name]} {format_cost(cost)}" for name, cost in self.front_costs[number].items()
+            )
+            out.append(f"  trial {number:>4}  {format_accuracy(accuracy)}{interval}  {costs}")
         out += self.noise
         if self.baselines:
             out.append("baselines: " + "; ".join(self.baseline_accuracy.values()))
@@ -73,6 +83,14 @@ class StudySummary:
             out.append("the paper's orderings on this proxy:")
             out += [f"  {claim}" for claim in self.claims]
         return out
+
+
+def _costs(trial: TrialRecord, objectives: list[str]) -> dict[str, int]:
+    """Params, effective params (an objective, or fewer than params), MACs where counted."""
+    costs = trial.costs.as_dict()
+    if costs["effective_params"] == costs["params"] and "effective_params" not in objectives:
+        del costs["effective_params"]
+    return {name: value for name, value in costs.items() if value is not None}
 
 
 def noise_of(store: StudyStore, trials: list[TrialRecord] | None = None) -> FrontNoise:
@@ -139,9 +157,7 @@ def summarize(store: StudyStore) -> StudySummary:
         objectives=objectives,
         baselines=baselines,
         accuracy={n: [e.value, e.low, e.high, e.runs] for n, e in noise.estimates.items()},
-        front_costs={
-            n: {k: by_number[n].objectives(objectives)[k] for k in objectives[1:]} for n in noise.front
-        },
+        front_costs={n: _costs(by_number[n], objectives) for n in noise.front},
         tied_with_front=noise.tied,
         front_within_noise=noise.within_noise,
         noise=noise.describe(),
