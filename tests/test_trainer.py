@@ -13,7 +13,7 @@ import yaml
 
 from kwsearch.models import ModelConfigError, build_model, parse_model_config
 from kwsearch.nn import TemperatureControlled
-from kwsearch.train import Recipe, RecipeError, TrainingDiverged, to_channels_last, train_model
+from kwsearch.train import Recipe, RecipeError, TrainingDiverged, fit, to_channels_last, train_model
 from kwsearch.train.checkpoint import load_checkpoint
 from tests.helpers import interrupt_after_epoch
 
@@ -140,6 +140,67 @@ def test_a_fractional_schedule_anneals_a_short_and_a_long_run_alike():
 def test_a_diverging_run_stops_with_a_reason():
     with pytest.raises(TrainingDiverged, match="lower the learning rate"):
         train(config=model_config("static"), recipe_=recipe(epochs=2, lr=1e12, warmup_epochs=0))
+
+
+class Batches:
+    """A fixed list of (images, labels) batches: what the trainer needs of a loader."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def set_epoch(self, epoch):
+        pass
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        return iter(self.batches)
+
+
+def _batches(count=3, features=8, classes=4):
+    generator = torch.Generator().manual_seed(0)
+    return Batches(
+        [
+            (
+                torch.randn(16, features, generator=generator),
+                torch.randint(classes, (16,), generator=generator),
+            )
+            for _ in range(count)
+        ]
+    )
+
+
+def test_a_huge_but_finite_training_loss_is_divergence():
+    """Logits of ~1e5 give a finite loss far over 100 ln(4): the run stops, it is not a result."""
+    model = torch.nn.Linear(8, 4)
+    with torch.no_grad():
+        model.weight.mul_(1e5)
+    with pytest.raises(
+        TrainingDiverged, match=r"the training loss became [0-9.e+]+ in epoch 1 \(the bound is 138.6"
+    ):
+        fit(model, _batches(), _batches(1), recipe(epochs=2, lr=1e-9, warmup_epochs=0), CPU)
+
+
+@pytest.mark.parametrize(("running_var", "loss"), [(1e-20, r"[0-9.e+]+"), (-1.0, "nan")])
+def test_a_diverged_validation_loss_stops_a_run_whose_training_loss_is_fine(running_var, loss):
+    """Batch statistics keep the training logits small; the frozen running statistics the
+    evaluation uses blow them up (variance 1e-20: finite but huge) or make them NaN."""
+    norm = torch.nn.BatchNorm1d(4, eps=1e-20, momentum=0.0)  # momentum 0: running statistics stay
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4), norm)
+    with torch.no_grad():
+        norm.running_var.fill_(running_var)
+    seen = []
+    with pytest.raises(TrainingDiverged, match=f"the validation loss became {loss} in epoch 1"):
+        fit(
+            model,
+            _batches(),
+            _batches(1),
+            recipe(epochs=2, lr=1e-3, warmup_epochs=0),
+            CPU,
+            on_epoch=seen.append,
+        )
+    assert seen == []  # no epoch of it was reported as a result
 
 
 def test_model_and_data_must_agree():
