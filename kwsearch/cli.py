@@ -81,13 +81,17 @@ def inspect(
     try:
         config = load_model_config(model_yaml)
         if input_size is not None and min(input_size) < 1:
-            raise ModelConfigError(f"--input-size: both sides must be >= 1, got {input_size}")
+            raise ModelConfigError(f"--input-size: both sides must be >= 1, got {list(input_size)}")
         with torch.device("meta"):
             model = build_model(config, model_yaml)
+        height, width = input_size or config.input_size
+        where = "--input-size" if input_size else f"{model_yaml}: input_size"
+        try:
+            report = account(model, (config.in_chans, height, width))
+        except ModelConfigError as error:
+            raise ModelConfigError(f"{where}: {[height, width]}: {error}") from None
     except ModelConfigError as error:
         raise _bad_input(str(error)) from None
-    height, width = input_size or config.input_size
-    report = account(model, (config.in_chans, height, width))
     if as_json:
         typer.echo(json.dumps({"model": str(model_yaml), "backbone": config.backbone, **report.as_dict()}))
         return
@@ -131,18 +135,46 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="End with one JSON line of the results."),
 ) -> None:
     """Train one model and print its metrics."""
-    import torch
-
-    from kwsearch.data import DataSourceError
+    from kwsearch.data import DataSourceError, dataset_names
     from kwsearch.models import ModelConfigError, load_model_config
-    from kwsearch.train import OutOfMemory, RecipeError, TrainingDiverged, load_recipe, train_model
+    from kwsearch.train import (
+        OutOfMemory,
+        RecipeError,
+        TrainingDiverged,
+        load_recipe,
+        option_name,
+        parse_device,
+        train_model,
+    )
+
+    options = {
+        "epochs": epochs,
+        "train_subset": train_subset,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+    }
+
+    def recipe_error(message: str) -> str:
+        """A data control the data cannot meet ("batch_size: ..."), blamed on where it was set."""
+        field = message.split(":", 1)[0]
+        if options.get(field) is not None:
+            return f"{option_name(field)} {options[field]}{message[len(field) :]}"
+        return f"{recipe_yaml or 'the default recipe'}: {message}"
 
     try:
+        if data.strip().lower() not in dataset_names():
+            raise _bad_input(f"--data: {data!r} is not one of {', '.join(dataset_names())}")
+        try:
+            target = parse_device(device) if device else None
+        except ValueError as error:
+            raise _bad_input(f"--device: {error}") from None
+        if checkpoint_dir is not None:
+            existing = next(p for p in [checkpoint_dir, *checkpoint_dir.absolute().parents] if p.exists())
+            if not existing.is_dir():
+                raise _bad_input(f"--checkpoint-dir {checkpoint_dir}: {existing} is a file, not a folder")
         config = load_model_config(model_yaml)
-        recipe = load_recipe(
-            recipe_yaml, epochs=epochs, train_subset=train_subset, batch_size=batch_size, lr=lr, seed=seed
-        )
-        target = torch.device(device) if device else None
+        recipe = load_recipe(recipe_yaml, **options)
 
         def report(metrics: dict) -> None:
             if not as_json:
@@ -152,21 +184,26 @@ def train(
                     f"({metrics['epoch_seconds']:.1f} s)"
                 )
 
-        result = train_model(
-            config,
-            data,
-            recipe,
-            device=target,
-            data_root=data_root,
-            checkpoint_dir=checkpoint_dir,
-            on_epoch=report,
-        )
-    except (ModelConfigError, RecipeError) as error:
+        try:
+            result = train_model(
+                config,
+                data,
+                recipe,
+                device=target,
+                data_root=data_root,
+                checkpoint_dir=checkpoint_dir,
+                on_epoch=report,
+            )
+        except RecipeError as error:
+            raise _bad_input(recipe_error(str(error))) from None
+    except RecipeError as error:
+        raise _bad_input(str(error)) from None
+    except ModelConfigError as error:
         message = str(error)
         raise _bad_input(
             message if message.startswith(str(model_yaml)) else f"{model_yaml}: {message}"
         ) from None
-    except ValueError as error:  # unknown data set name, impossible split, foreign checkpoint
+    except ValueError as error:  # an impossible split, a foreign checkpoint
         raise _bad_input(str(error)) from None
     except (TrainingDiverged, OutOfMemory, DataSourceError) as error:
         typer.echo(f"error: {error}", err=True)
