@@ -241,20 +241,30 @@ def search(
     as_json: bool = typer.Option(False, "--json", help="End with one JSON line: the study's summary."),
 ) -> None:
     """Run a study, or continue it where it stopped, and print its front."""
-    from kwsearch.execution import ClusterError
-    from kwsearch.records import StudyBusy
+    from kwsearch.records import StudyBusy, driver_lock
     from kwsearch.search import StudyError, load_study
-    from kwsearch.search.runner import run_search
+    from kwsearch.search.preflight import prepare_search
 
     try:
         study = load_study(study_yaml, name=name)
         if trials is not None and trials < 1:
             raise StudyError(f"--trials: must be >= 1, got {trials}")
-        for warning in study.warnings:
-            typer.echo(f"warning: {warning}", err=True)
-        summary = run_search(study, trials=trials, storage=storage, address=address, runs_dir=runs_dir)
-    except (StudyError, ClusterError) as error:
+        # every check that needs no Ray cluster: nothing is written before they all pass
+        setup = prepare_search(study, storage=storage, runs_dir=runs_dir)
+    except StudyError as error:
         raise _bad_input(str(error)) from None
+    for warning in study.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    try:
+        # the lock before Ray is even imported: a second driver is refused at once
+        with driver_lock(setup.run_dir):
+            from kwsearch.execution import ClusterError
+            from kwsearch.search.runner import run_prepared
+
+            try:
+                summary = run_prepared(setup, trials=trials, address=address)
+            except (StudyError, ClusterError) as error:
+                raise _bad_input(str(error)) from None
     except StudyBusy as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(code=1) from None
@@ -262,15 +272,16 @@ def search(
         typer.echo(f"warning: stopped early: {summary.stop_reason}", err=True)
     if as_json:
         typer.echo(json.dumps(summary.as_dict()))
-        if summary.interrupted:
-            raise typer.Exit(code=130)
-        return
-    for line in summary.lines():
-        typer.echo(line)
-    typer.echo(f"storage: {storage or study.settings.storage or runs_dir / study.name / 'study.db'}")
+    else:
+        for line in summary.lines():
+            typer.echo(line)
+        typer.echo(f"storage: {setup.storage}")
     if summary.interrupted:
         typer.echo("interrupted: run the same command to continue the study", err=True)
         raise typer.Exit(code=130)
+    if summary.no_result:
+        typer.echo(f"error: {study.name}: {summary.no_result}", err=True)
+        raise typer.Exit(code=1)
 
 
 @app.command()
