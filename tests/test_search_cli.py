@@ -1,5 +1,6 @@
 """`kwsearch search` as a user runs it, in subprocesses: resume after the driver is killed with
-SIGKILL, and a search that joins a Ray cluster started with `ray start --head`."""
+SIGKILL (a running trial continues from its last finished epoch), and a search that joins a Ray
+cluster started with `ray start --head`."""
 
 import contextlib
 import json
@@ -138,6 +139,19 @@ def test_resume_after_kill_9_loses_and_duplicates_no_trial(tmp_path):
     assert status_of(after[interrupted[0]]) == "complete"
     assert after[interrupted[0]].params == before[interrupted[0]].params
     assert len(after[interrupted[0]].user_attrs["history"]) == 4
+    # ... from its last finished epoch: its checkpoint (written before the epoch was stored)
+    done_before = before[interrupted[0]].user_attrs["history"]
+    (resumed,) = [
+        t["last_result"]["resumed_from_epoch"]
+        for t in ray_trials(run_dir).values()
+        if t["config"]["key"] == str(interrupted[0]) and "resumed_from_epoch" in t["last_result"]
+    ]
+    assert 1 <= len(done_before) <= resumed <= len(done_before) + 1
+    def timed(history):  # an epoch trained again would take another time
+        return [(int(h["epoch"]), h["train_seconds"]) for h in history]
+
+    assert timed(after[interrupted[0]].user_attrs["history"])[: len(done_before)] == timed(done_before)
+    assert list((run_dir / "checkpoints").iterdir()) == []  # removed once each trial ended
     assert len({identity(t) for t in trained}) == len(trained)
     # a seeded sampler restarts its sequence: what it proposes again is stored as a duplicate
     for trial in after.values():
