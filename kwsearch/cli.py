@@ -65,6 +65,14 @@ def _bad_input(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def _check_folder(option: str, folder: Path) -> None:
+    """Exit 2 when ``folder`` cannot be a folder: it, or the nearest of its parents that exists,
+    is a file."""
+    existing = next(path for path in [folder, *folder.absolute().parents] if path.exists())
+    if not existing.is_dir():
+        raise _bad_input(f"{option}: {existing} is a file, not a folder")
+
+
 @app.command()
 def inspect(
     model_yaml: Path = typer.Argument(..., help="A model config (YAML)."),
@@ -170,9 +178,7 @@ def train(
         except ValueError as error:
             raise _bad_input(f"--device: {error}") from None
         if checkpoint_dir is not None:
-            existing = next(p for p in [checkpoint_dir, *checkpoint_dir.absolute().parents] if p.exists())
-            if not existing.is_dir():
-                raise _bad_input(f"--checkpoint-dir {checkpoint_dir}: {existing} is a file, not a folder")
+            _check_folder(f"--checkpoint-dir {checkpoint_dir}", checkpoint_dir)
         config = load_model_config(model_yaml)
         recipe = load_recipe(recipe_yaml, **options)
 
@@ -298,6 +304,8 @@ def report(
     from kwsearch.search import StudyError
     from kwsearch.search.locate import locate_study
 
+    if out is not None:
+        _check_folder(f"--out {out}", out.parent)
     try:
         found = locate_study(study, storage, runs_dir)
         data = load(found.storage, found.name, target=study)

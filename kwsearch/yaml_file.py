@@ -36,13 +36,22 @@ def read_yaml(path: str | Path) -> Any:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise YamlFileError(f"{path}: not valid YAML ({error})") from None
+        raise YamlFileError(f"{path}: not valid YAML ({_one_line(error)})") from None
     except RecursionError:
         raise YamlFileError(f"{path}: nested deeper than the parser can follow") from None
     if data is None:
         raise YamlFileError(f"{path}: the file is empty")
     _check_size(data, path)
     return data
+
+
+def _one_line(error: yaml.YAMLError) -> str:
+    """A parser's error as one line: what it found, and where (its message spans lines)."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    context = getattr(error, "context", None)
+    return f"{context + ': ' if context else ''}{problem}{where}"
 
 
 def _check_size(data: Any, path: str | Path) -> None:

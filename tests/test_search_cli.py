@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from kwsearch.records import StudyStore
-from tests.helpers import ray_trials, status_of, stored_trials, tiny_study
+from tests.helpers import ray_trials, status_of, stored_trials, tiny_study, wait_for_no_members
 
 pytestmark = pytest.mark.slow
 
@@ -29,31 +29,6 @@ ENV = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1", "PYTHONUNBUFFERED": "1"}
 
 def identity(trial):
     return json.dumps([trial.user_attrs["config"], trial.user_attrs.get("seed", 0)], sort_keys=True)
-
-
-def session_members(sid: int) -> list[str]:
-    """Command lines of the live processes in session ``sid`` (zombies left out)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[3]) == sid and fields[0] != "Z":
-                found.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode())
-        except (OSError, IndexError, ValueError):
-            continue
-    return found
-
-
-def wait_for_no_members(sid: int, seconds: float) -> list[str]:
-    """Wait until session ``sid`` is empty; kill what is left after ``seconds`` and return it."""
-    deadline = time.time() + seconds
-    while (members := session_members(sid)) and time.time() < deadline:
-        time.sleep(0.5)
-    for stat in Path("/proc").glob("[0-9]*/stat") if members else ():
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            if int(stat.read_text().rsplit(")", 1)[1].split()[3]) == sid:
-                os.kill(int(stat.parent.name), signal.SIGKILL)
-    return members
 
 
 def ready_to_kill(db: Path, study: str) -> bool:
@@ -147,6 +122,7 @@ def test_resume_after_kill_9_loses_and_duplicates_no_trial(tmp_path):
         if t["config"]["key"] == str(interrupted[0]) and "resumed_from_epoch" in t["last_result"]
     ]
     assert 1 <= len(done_before) <= resumed <= len(done_before) + 1
+
     def timed(history):  # an epoch trained again would take another time
         return [(int(h["epoch"]), h["train_seconds"]) for h in history]
 

@@ -47,7 +47,7 @@ def open_storage(url: Storage, *, create: bool = True) -> optuna.storages.BaseSt
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine)
     except Exception as error:  # SQLAlchemy's: a URL it cannot parse, a server that is not there
-        raise StoreError(f"{url}: cannot open the storage ({type(error).__name__}: {error})") from None
+        raise StoreError(f"{url}: cannot open the storage ({describe_error(error)})") from None
 
 
 # How long a database server may take to answer before its storage is refused.
@@ -81,8 +81,14 @@ def check_storage(url: str) -> None:
             pass
         engine.dispose()
     except Exception as error:  # no driver for it, a server that is not there or refuses
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise StoreError(f"{url}: cannot connect ({type(error).__name__}: {reason})") from None
+        raise StoreError(f"{url}: cannot connect ({describe_error(error)})") from None
+
+
+def describe_error(error: Exception) -> str:
+    """A database driver's error as one line: its kind and the first line of its message
+    (SQLAlchemy's run over several, with the SQL and a link)."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 @contextmanager

@@ -128,23 +128,25 @@ def train_model(
             size = "x".join(map(str, dataset.image_size))
             resized = " (the recipe's resolution)" if recipe.resolution else ""
             raise ModelConfigError(f"{data}'s images are {size}{resized}: {error}") from None
+    val_args = (
+        {"val_fraction": recipe.val_size}
+        if isinstance(recipe.val_size, float)
+        else {"val_size": recipe.val_size}
+    )
     try:
-        val_args = (
-            {"val_fraction": recipe.val_size}
-            if isinstance(recipe.val_size, float)
-            else {"val_size": recipe.val_size}
-        )
         train_idx, val_idx = train_val_split(dataset.train_labels, seed=recipe.seed, **val_args)
-        if recipe.train_subset is not None:
-            train_idx = train_idx[
-                stratified_subset(dataset.train_labels[train_idx], recipe.train_subset, recipe.seed)
-            ]
     except ValueError as error:
-        raise RecipeError(f"train_subset/val_size: {error}") from None
+        raise RecipeError(f"val_size: {error}") from None
+    if recipe.train_subset is not None:
+        try:
+            subset = stratified_subset(dataset.train_labels[train_idx], recipe.train_subset, recipe.seed)
+        except ValueError as error:
+            raise RecipeError(f"train_subset: {error}") from None
+        train_idx = train_idx[subset]
     if len(train_idx) < recipe.batch_size:
         raise RecipeError(
-            f"batch_size: {recipe.batch_size} exceeds the {len(train_idx)} training images left after the "
-            "validation split and the subset"
+            f"batch_size: larger than the {len(train_idx)} training images left after the validation split "
+            "and the subset"
         )
     channels_last = recipe.uses_channels_last(device)
     augmentation = None if recipe.augment else Augmentation()
