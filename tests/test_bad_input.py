@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 
 from kwsearch.cli import app
 from kwsearch.search import StudyError, load_study
+from kwsearch.search.preflight import prepare_search
 from tests.helpers import wait_for_no_members
 
 BOUND_S = 60  # a refusal takes seconds; more is a hang
@@ -240,12 +241,12 @@ CASES: dict[str, Case] = {
     "a cell ratio no warehouse can be built with": Case(
         SEARCH,
         r"space.yaml: conv.cell_inplane_ratio: gives cells",
-        study("@space.conv.kw.cell_inplane_ratio", 0.3),
+        study("@space.conv.family", "kw", "@space.conv.kw.cell_inplane_ratio", 0.3),
     ),
     "the same without a params budget": Case(
         SEARCH,
         r"space.yaml: conv.cell_inplane_ratio: gives cells",
-        study("@space.conv.kw.cell_inplane_ratio", 0.3, "budget", {"trials": 2}),
+        study("@space.conv.family", "kw", "@space.conv.kw.cell_inplane_ratio", 0.3, "budget", {"trials": 2}),
     ),
     "a backbone argument that is no number": Case(
         SEARCH,
@@ -720,6 +721,17 @@ def test_the_base_study_is_valid(tmp_path):
     study_ = load_study(tmp_path / "study.yaml")
     assert study_.name == "bad"
     assert set(study_.space.dimensions) == {"width", "conv.family", "conv.kw.cell_num_ratio"}
+
+
+def test_a_choice_that_makes_no_network_is_a_warning_when_others_do(tmp_path):
+    """Static networks train, KernelWarehouse ones cannot be built with this cell ratio: the study
+    runs (their configs are stored infeasible) and says so up front, naming the field."""
+    study("@space.conv.kw.cell_inplane_ratio", 0.3)(tmp_path)
+    study_ = load_study(tmp_path / "study.yaml")
+    prepare_search(study_, runs_dir=tmp_path / "runs")
+    assert study_.warnings and all("conv.family=kw" in w for w in study_.warnings)
+    assert "space.yaml: conv.cell_inplane_ratio: gives cells" in study_.warnings[0]
+    assert not (tmp_path / "runs").exists()
 
 
 def test_load_study_raises_study_error_with_file_and_field(tmp_path):

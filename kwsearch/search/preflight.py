@@ -43,10 +43,11 @@ class SearchSetup:
 
 
 def prepare_search(study: Study, *, storage: str | None = None, runs_dir: Path = Path("runs")) -> SearchSetup:
-    """Check ``study`` completely without writing anything: its networks build and take the
-    proxy's images, its budget can be met, its storage can be opened, and a study stored under
-    its name there is this one. Raises StudyError naming the file and field (or option)."""
-    check_networks(study)
+    """Check ``study`` completely without writing anything: its space makes networks that take
+    the proxy's images (a choice that makes none adds a warning to ``study.warnings``), its budget
+    can be met, its storage can be opened, and a study stored under its name there is this one.
+    Raises StudyError naming the file and field (or option)."""
+    study.warnings += check_networks(study)
     budget, baseline = resolve_budget(study)
     check_feasible(study, budget)
     run_dir = runs_dir / study.name
@@ -65,62 +66,85 @@ def prepare_search(study: Study, *, storage: str | None = None, runs_dir: Path =
     return SearchSetup(study, run_dir, url, budget, baseline)
 
 
-def check_networks(study: Study) -> None:
-    """Every choice of the space (under every conv family) and every baseline must build a
-    network that takes the images the proxy trains on: else every trial of it fails. A choice
-    whose config (other values lowest) does not is tried with other values drawn at random
-    before it is refused. Built on the meta device: no weights, no arithmetic. Raises StudyError."""
+def check_networks(study: Study) -> list[str]:
+    """The space must make a network that fits the data's classes and channels and takes the
+    images the proxy trains on, and every baseline must be one: else every trial (or the
+    baseline's) fails. Each choice of the space,
+    under every conv family, is built with the other values at their lowest, then, when that
+    makes no usable network, with other values drawn at random. Raises StudyError (with the
+    first reason) when no choice makes one; returns a warning per choice that makes none (the
+    search stores such configs infeasible, or they fail). Built on the meta device: no weights,
+    no arithmetic."""
     shape = data_shape(study)
     space = study.space
-    for config, fixed in cover(space):
+    covering, failures = cover(space), []
+    for config, fixed in covering:
         model = parse_model_config(config, space.source)
-        _check_network(study, shape, str(space.source), model, _redrawn(space, fixed))
+        problem = _unusable(study, shape, str(space.source), model, _redrawn(space, fixed))
+        if problem is not None:
+            failures.append((fixed, problem))
+    if failures and len(failures) == len(covering):
+        raise StudyError(failures[0][1])
     for label, config in study.baseline_configs().items():
         where = f"{study.where}: baselines.{label}"
-        _check_network(study, shape, where, parse_model_config(config, where), iter(()))
+        problem = _unusable(study, shape, where, parse_model_config(config, where), iter(()))
+        if problem is not None:
+            raise StudyError(problem)
+    return [
+        f"{', '.join(f'{k}={v}' for k, v in fixed.items())}: no config with it makes a network that trains; "
+        f"{problem}"
+        for fixed, problem in failures
+    ]
 
 
 def _redrawn(space: Space, fixed: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Configs with the choices ``fixed`` and every other value drawn at random (seeded)."""
+    """Distinct configs with the choices ``fixed`` and every other value drawn at random (seeded)."""
     rng = random.Random(0)
 
     def suggest(dimension: Dimension) -> Any:
         return fixed[dimension.name] if dimension.name in fixed else dimension.random(rng)
 
+    seen = set()
     for _ in range(REDRAWS):
-        yield space.sample(suggest)[0]
+        config = space.sample(suggest)[0]
+        if json.dumps(config, sort_keys=True, default=str) not in seen:
+            seen.add(json.dumps(config, sort_keys=True, default=str))
+            yield config
 
 
 class _DoesNotPass(Exception):
     """The proxy's images do not pass through a network (the message says why)."""
 
 
-def _check_network(
+def _unusable(
     study: Study, shape: DataShape, where: str, config: ModelConfig, redrawn: Iterator[dict[str, Any]]
-) -> None:
-    """``config`` (described at ``where``) builds and takes images of ``shape``, or one of the
-    ``redrawn`` configs does; else StudyError with the first config's reason."""
+) -> str | None:
+    """None when ``config`` (described at ``where``) has the data's classes and channels, builds
+    and takes images of ``shape``, or one of the ``redrawn`` configs does; else why ``config``
+    does not, naming the file and field."""
+    data = study.settings.data.name
+    if shape.num_classes is not None and config.num_classes != shape.num_classes:
+        return f"{where}: num_classes: {config.num_classes}, but {data} has {shape.num_classes} classes"
+    if shape.in_chans is not None and config.in_chans != shape.in_chans:
+        return f"{where}: in_chans: {config.in_chans}, but {data} images have {shape.in_chans} channels"
     try:
         _build_and_pass(config, where, shape)
-        return
+        return None
     except (ModelConfigError, _DoesNotPass) as error:
         first = error
     for other in redrawn:
         try:
             _build_and_pass(parse_model_config(other, where), where, shape)
-            return
+            return None
         except (ModelConfigError, _DoesNotPass):
             continue
     if not isinstance(first, _DoesNotPass):
-        raise StudyError(str(first))
+        return str(first)
     resolution = study.settings.proxy.resolution
     if resolution is not None:
-        raise StudyError(
-            f"{study.where}: proxy.resolution: {list(resolution)}: {first} (a network of {where})"
-        )
+        return f"{study.where}: proxy.resolution: {list(resolution)}: {first} (a network of {where})"
     size = "x".join(map(str, shape.image_size))
-    data = study.settings.data.name
-    raise StudyError(f"{where}: the network does not take {data}'s {size} images: {first}")
+    return f"{where}: the network does not take {data}'s {size} images: {first}"
 
 
 def _build_and_pass(config: ModelConfig, where: str, shape: DataShape) -> None:

@@ -384,8 +384,8 @@ def cover(space: Space) -> list[tuple[dict[str, Any], dict[str, Any]]]:
 
 def _check_space_and_baselines(study: Study) -> None:
     """Every choice of the space (under every family) and every baseline must be valid model
-    configs with the data's classes and channels. (Numbers are checked at their lowest; whether
-    the networks build and take the proxy's images is checked before a study runs:
+    configs, and the data options valid. (Numbers are checked at their lowest; whether the
+    networks fit the data and build is checked before a study runs:
     :func:`kwsearch.search.preflight.check_networks`.)"""
     space = study.space
     try:
@@ -406,16 +406,13 @@ def _check_space_and_baselines(study: Study) -> None:
         baselines = study.baseline_configs()
     except KeyError as error:
         raise StudyError(f"{study.where}: baselines: {error.args[0]}") from None
-    shape = data_shape(study)
-    for _, model in models:
-        _check_data_fit(study, str(space.source), model, shape)
+    data_shape(study)  # options the data set does not take
     for label, baseline in baselines.items():
         where = f"{study.where}: baselines.{label}"
         try:
             models.append((where, parse_model_config(baseline, where)))
         except ModelConfigError as error:
             raise StudyError(str(error)) from None
-        _check_data_fit(study, where, models[-1][1], shape)
     study.warnings = _unfinished_schedules(models, study.settings.proxy.epochs)
 
 
@@ -426,19 +423,6 @@ def data_shape(study: Study) -> DataShape:
         return dataset_shape(data.name, study.settings.proxy.resolution, **data.options)
     except ValueError as error:
         raise StudyError(f"{study.where}: data.options: {error}") from None
-
-
-def _check_data_fit(study: Study, where: str, config: ModelConfig, shape: DataShape) -> None:
-    """A network must have as many classes and channels as the data (else every trial fails)."""
-    data = study.settings.data.name
-    if shape.num_classes is not None and config.num_classes != shape.num_classes:
-        raise StudyError(
-            f"{where}: num_classes: {config.num_classes}, but {data} has {shape.num_classes} classes"
-        )
-    if shape.in_chans is not None and config.in_chans != shape.in_chans:
-        raise StudyError(
-            f"{where}: in_chans: {config.in_chans}, but {data} images have {shape.in_chans} channels"
-        )
 
 
 def _temperature_field(space: Space, config: dict[str, Any]) -> str:
