@@ -247,7 +247,15 @@ def search(
     as_json: bool = typer.Option(False, "--json", help="End with one JSON line: the study's summary."),
 ) -> None:
     """Run a study, or continue it where it stopped, and print its front."""
-    from kwsearch.records import StudyBusy, driver_lock
+    from kwsearch.records import StudyBusy, check_free, driver_lock
+
+    try:
+        # a second driver is refused at once, before the study's validation takes its seconds
+        check_free(runs_dir / _study_name(study_yaml, name))
+    except StudyBusy as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=1) from None
+
     from kwsearch.search import StudyError, load_study
     from kwsearch.search.preflight import prepare_search
 
@@ -288,6 +296,21 @@ def search(
     if summary.no_result:
         typer.echo(f"error: {study.name}: {summary.no_result}", err=True)
         raise typer.Exit(code=1)
+
+
+def _study_name(study_yaml: Path, name: str | None) -> str:
+    """The name the study in ``study_yaml`` runs under, as far as the file says before it is
+    validated (a file that cannot say is refused by the validation)."""
+    from kwsearch.yaml_file import YamlFileError, read_yaml
+
+    if name is not None:
+        return name
+    try:
+        data = read_yaml(study_yaml)
+    except YamlFileError:
+        data = None
+    named = data.get("name") if isinstance(data, dict) else None
+    return named if isinstance(named, str) else study_yaml.stem
 
 
 @app.command()

@@ -91,6 +91,24 @@ def describe_error(error: Exception) -> str:
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
+def check_free(run_dir: Path) -> None:
+    """Raise StudyBusy when a driver holds ``run_dir``'s lock now; creates nothing (a study's
+    checks run before its lock is taken, and they may take seconds: a second driver need not
+    wait for them to be refused)."""
+    try:
+        with open(run_dir / "driver.lock") as handle:  # read-only: never creates it
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released as the file closes
+            except BlockingIOError:
+                raise StudyBusy(_busy(run_dir, handle.read())) from None
+    except FileNotFoundError:  # never run, or refused: nobody holds it
+        return
+
+
+def _busy(run_dir: Path, holder: str) -> str:
+    return f"{run_dir}: another kwsearch process ({holder.strip() or 'unknown pid'}) runs this study"
+
+
 @contextmanager
 def driver_lock(run_dir: Path) -> Iterator[None]:
     """One driver per study; the OS releases the lock when the driver dies, even by kill -9.
@@ -104,10 +122,7 @@ def driver_lock(run_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            raise StudyBusy(
-                f"{run_dir}: another kwsearch process ({handle.read().strip() or 'unknown pid'}) "
-                "runs this study"
-            ) from None
+            raise StudyBusy(_busy(run_dir, handle.read())) from None
         handle.truncate(0)
         handle.write(f"pid {os.getpid()}")
         handle.flush()

@@ -69,12 +69,11 @@ def prepare_search(study: Study, *, storage: str | None = None, runs_dir: Path =
 def check_networks(study: Study) -> list[str]:
     """The space must make a network that fits the data's classes and channels and takes the
     images the proxy trains on, and every baseline must be one: else every trial (or the
-    baseline's) fails. Each choice of the space,
-    under every conv family, is built with the other values at their lowest, then, when that
-    makes no usable network, with other values drawn at random. Raises StudyError (with the
-    first reason) when no choice makes one; returns a warning per choice that makes none (the
-    search stores such configs infeasible, or they fail). Built on the meta device: no weights,
-    no arithmetic."""
+    baseline's) fails. Each choice of the space, under every conv family, is built with the
+    other values at their lowest, then, when that makes no usable network, with other values
+    drawn at random. Raises StudyError (with the first reason) when no choice makes one; returns
+    a warning per choice that makes none (the search stores such configs infeasible, or they
+    fail). Built on the meta device: no weights, no arithmetic."""
     shape = data_shape(study)
     space = study.space
     covering, failures = cover(space), []

@@ -18,7 +18,7 @@ from optuna.distributions import CategoricalDistribution
 
 from kwsearch.execution import Driver, gpus_per_run, ray_session, run_tune
 from kwsearch.models import ModelConfig, ModelConfigError, parse_model_config
-from kwsearch.records import Costs, StudyRecord, StudyStore, driver_lock, objective_point
+from kwsearch.records import Costs, StudyRecord, StudyStore, check_free, driver_lock, objective_point
 from kwsearch.search.budget import ResolvedBudget, costs_of
 from kwsearch.search.policy import SearchPlan, SearchPolicy
 from kwsearch.search.preflight import (
@@ -140,6 +140,7 @@ def run_search(
     ClusterError for a Ray cluster that cannot run it, and StudyBusy when another process runs it;
     a refused study leaves nothing behind.
     """
+    check_free(runs_dir / study.name)
     setup = prepare_search(study, storage=storage, runs_dir=runs_dir)
     with driver_lock(setup.run_dir):
         return run_prepared(setup, trials=trials, address=address, progress=progress)
