@@ -182,18 +182,21 @@ def test_a_huge_but_finite_training_loss_is_divergence():
         fit(model, _batches(), _batches(1), recipe(epochs=2, lr=1e-9, warmup_epochs=0), CPU)
 
 
-@pytest.mark.parametrize(("running_var", "loss"), [(1e-20, r"[0-9.e+]+"), (-1.0, "nan")])
-def test_a_diverged_validation_loss_stops_a_run_whose_training_loss_is_fine(running_var, loss):
+def _frozen_statistics_model(running_var: float) -> torch.nn.Module:
     """Batch statistics keep the training logits small; the frozen running statistics the
-    evaluation uses blow them up (variance 1e-20: finite but huge) or make them NaN."""
-    norm = torch.nn.BatchNorm1d(4, eps=1e-20, momentum=0.0)  # momentum 0: running statistics stay
-    model = torch.nn.Sequential(torch.nn.Linear(8, 4), norm)
+    evaluation uses (momentum 0: they never move) blow them up (a tiny variance) or make them
+    NaN (a negative one)."""
+    norm = torch.nn.BatchNorm1d(4, eps=1e-20, momentum=0.0)
     with torch.no_grad():
         norm.running_var.fill_(running_var)
+    return torch.nn.Sequential(torch.nn.Linear(8, 4), norm)
+
+
+def test_a_nan_validation_loss_stops_a_run_whose_training_loss_is_fine():
     seen = []
-    with pytest.raises(TrainingDiverged, match=f"the validation loss became {loss} in epoch 1"):
+    with pytest.raises(TrainingDiverged, match="the validation loss became nan in epoch 1"):
         fit(
-            model,
+            _frozen_statistics_model(-1.0),
             _batches(),
             _batches(1),
             recipe(epochs=2, lr=1e-3, warmup_epochs=0),
@@ -201,6 +204,20 @@ def test_a_diverged_validation_loss_stops_a_run_whose_training_loss_is_fine(runn
             on_epoch=seen.append,
         )
     assert seen == []  # no epoch of it was reported as a result
+
+
+def test_a_huge_but_finite_validation_loss_is_no_divergence():
+    """As in networks that train well before their normalisation statistics settle (a KW
+    ResNet18 on 12x12 images: 37,192 after epoch 1, 32.6 after epoch 4, training loss 1.5 to 0.8):
+    the run goes on, its accuracy measured as it is."""
+    result = fit(
+        _frozen_statistics_model(1e-20),
+        _batches(),
+        _batches(1),
+        recipe(epochs=2, lr=1e-3, warmup_epochs=0),
+        CPU,
+    )
+    assert result.epochs == 2 and result.last["val_loss"] > 1e6 and result.last["train_loss"] < 5
 
 
 def test_model_and_data_must_agree():
