@@ -273,7 +273,7 @@ def run_replay(
         if runs:
             with ray_session(address) as node:
                 # a full training keeps a GPU busy: a whole one with "auto" (proxy trials share one)
-                gpus = gpus_per_run(settings.resources, node, auto=1.0, where="resources")
+                gpus = gpus_per_run(settings.resources, node, auto=1.0, where=f"{target}: resources")
                 if found.store.replay_recipe() is None:
                     found.store.set_replay_recipe(_recipe_record(full))
                 data = settings.data.model_dump()
