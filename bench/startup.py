@@ -133,6 +133,7 @@ def scenarios(code: Path | None, cap: float) -> dict[str, tuple[float | None, st
             assert wait_for(midway, cap), "no trial ran"
             seconds, returncode = timed_exit(code, folder, cap)
             found["second driver refused"] = (seconds, f"exit {returncode}")
+            assert wait_for(midway, cap), "no trial ran"  # (again: the first may have finished)
             (number, before), *_ = [(n, h) for n, h in running_histories(folder).items() if h]
         finally:
             stop(first)
