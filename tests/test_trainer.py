@@ -284,8 +284,8 @@ def test_cli_train_json_contract(tmp_path):
     ("args", "message"),
     [
         (["--data", "imagenet"], "imagenet"),
-        (["--data", "synthetic", "--epochs", "0"], "epochs"),
-        (["--data", "synthetic", "--train-subset", "5"], "train_subset"),
+        (["--data", "synthetic", "--epochs", "0"], "--epochs 0: "),
+        (["--data", "synthetic", "--train-subset", "5"], "--train-subset 5: "),
     ],
 )
 def test_cli_train_bad_input_exits_2(tmp_path, args, message):
