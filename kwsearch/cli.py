@@ -84,6 +84,14 @@ def _bad_input(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def _check_folder(option: str, folder: Path) -> None:
+    """Exit 2 when ``folder`` cannot be a folder: it, or the nearest of its parents that exists,
+    is a file."""
+    existing = next(path for path in [folder, *folder.absolute().parents] if path.exists())
+    if not existing.is_dir():
+        raise _bad_input(f"{option}: {existing} is a file, not a folder")
+
+
 @app.command()
 def inspect(
     model_yaml: Path = typer.Argument(..., help="A model config (YAML)."),
@@ -110,16 +118,20 @@ def inspect(
     try:
         config = load_model_config(model_yaml)
         if input_size is not None and min(input_size) < 1:
-            raise ModelConfigError(f"--input-size: both sides must be >= 1, got {input_size}")
+            raise ModelConfigError(f"--input-size: both sides must be >= 1, got {list(input_size)}")
         if batch_size < 1:
             raise ModelConfigError(f"--batch-size: must be >= 1, got {batch_size}")
         target = _device(device) if paths else None
         with torch.device("meta"):
             model = build_model(config, model_yaml)
+        height, width = input_size or config.input_size
+        where = "--input-size" if input_size else f"{model_yaml}: input_size"
+        try:
+            report = account(model, (config.in_chans, height, width))
+        except ModelConfigError as error:
+            raise ModelConfigError(f"{where}: {[height, width]}: {error}") from None
     except ModelConfigError as error:
         raise _bad_input(str(error)) from None
-    height, width = input_size or config.input_size
-    report = account(model, (config.in_chans, height, width))
     choices = []
     if target is not None:
         choices = _layer_paths(
@@ -165,20 +177,15 @@ def inspect(
 
 def _device(name: str | None):
     """The torch device ``name`` names (default: cuda if available). Raises ModelConfigError."""
-    import torch
-
     from kwsearch.models import ModelConfigError
-    from kwsearch.train import default_device
+    from kwsearch.train import default_device, parse_device
 
     if name is None:
         return default_device()
     try:
-        device = torch.device(name)
-    except RuntimeError as error:
+        return parse_device(name)
+    except ValueError as error:
         raise ModelConfigError(f"--device: {error}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelConfigError(f"--device: {name}, but this machine has no CUDA device")
-    return device
 
 
 def _layer_paths(model, batch_shape: tuple[int, ...], device) -> list:
@@ -222,18 +229,44 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="End with one JSON line of the results."),
 ) -> None:
     """Train one model and print its metrics."""
-    import torch
-
-    from kwsearch.data import DataSourceError
+    from kwsearch.data import DataSourceError, dataset_names
     from kwsearch.models import ModelConfigError, load_model_config
-    from kwsearch.train import OutOfMemory, RecipeError, TrainingDiverged, load_recipe, train_model
+    from kwsearch.train import (
+        OutOfMemory,
+        RecipeError,
+        TrainingDiverged,
+        load_recipe,
+        option_name,
+        parse_device,
+        train_model,
+    )
+
+    options = {
+        "epochs": epochs,
+        "train_subset": train_subset,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+    }
+
+    def recipe_error(message: str) -> str:
+        """A data control the data cannot meet ("batch_size: ..."), blamed on where it was set."""
+        field = message.split(":", 1)[0]
+        if options.get(field) is not None:
+            return f"{option_name(field)} {options[field]}{message[len(field) :]}"
+        return f"{recipe_yaml or 'the default recipe'}: {message}"
 
     try:
+        if data.strip().lower() not in dataset_names():
+            raise _bad_input(f"--data: {data!r} is not one of {', '.join(dataset_names())}")
+        try:
+            target = parse_device(device) if device else None
+        except ValueError as error:
+            raise _bad_input(f"--device: {error}") from None
+        if checkpoint_dir is not None:
+            _check_folder(f"--checkpoint-dir {checkpoint_dir}", checkpoint_dir)
         config = load_model_config(model_yaml)
-        recipe = load_recipe(
-            recipe_yaml, epochs=epochs, train_subset=train_subset, batch_size=batch_size, lr=lr, seed=seed
-        )
-        target = torch.device(device) if device else None
+        recipe = load_recipe(recipe_yaml, **options)
 
         def report(metrics: dict) -> None:
             if not as_json:
@@ -243,21 +276,26 @@ def train(
                     f"({metrics['epoch_seconds']:.1f} s)"
                 )
 
-        result = train_model(
-            config,
-            data,
-            recipe,
-            device=target,
-            data_root=data_root,
-            checkpoint_dir=checkpoint_dir,
-            on_epoch=report,
-        )
-    except (ModelConfigError, RecipeError) as error:
+        try:
+            result = train_model(
+                config,
+                data,
+                recipe,
+                device=target,
+                data_root=data_root,
+                checkpoint_dir=checkpoint_dir,
+                on_epoch=report,
+            )
+        except RecipeError as error:
+            raise _bad_input(recipe_error(str(error))) from None
+    except RecipeError as error:
+        raise _bad_input(str(error)) from None
+    except ModelConfigError as error:
         message = str(error)
         raise _bad_input(
             message if message.startswith(str(model_yaml)) else f"{model_yaml}: {message}"
         ) from None
-    except ValueError as error:  # unknown data set name, impossible split, foreign checkpoint
+    except ValueError as error:  # an impossible split, a foreign checkpoint
         raise _bad_input(str(error)) from None
     except (TrainingDiverged, OutOfMemory, DataSourceError) as error:
         typer.echo(f"error: {error}", err=True)
@@ -295,20 +333,38 @@ def search(
     as_json: bool = typer.Option(False, "--json", help="End with one JSON line: the study's summary."),
 ) -> None:
     """Run a study, or continue it where it stopped, and print its front."""
-    from kwsearch.execution import ClusterError
-    from kwsearch.records import StudyBusy
+    from kwsearch.records import StudyBusy, check_free, driver_lock
+
+    try:
+        # a second driver is refused at once, before the study's validation takes its seconds
+        check_free(runs_dir / _study_name(study_yaml, name))
+    except StudyBusy as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=1) from None
+
     from kwsearch.search import StudyError, load_study
-    from kwsearch.search.runner import run_search
+    from kwsearch.search.preflight import prepare_search
 
     try:
         study = load_study(study_yaml, name=name)
         if trials is not None and trials < 1:
             raise StudyError(f"--trials: must be >= 1, got {trials}")
-        for warning in study.warnings:
-            typer.echo(f"warning: {warning}", err=True)
-        summary = run_search(study, trials=trials, storage=storage, address=address, runs_dir=runs_dir)
-    except (StudyError, ClusterError) as error:
+        # every check that needs no Ray cluster: nothing is written before they all pass
+        setup = prepare_search(study, storage=storage, runs_dir=runs_dir)
+    except StudyError as error:
         raise _bad_input(str(error)) from None
+    for warning in study.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    try:
+        # the lock before Ray is even imported: a second driver is refused at once
+        with driver_lock(setup.run_dir):
+            from kwsearch.execution import ClusterError
+            from kwsearch.search.runner import run_prepared
+
+            try:
+                summary = run_prepared(setup, trials=trials, address=address)
+            except (StudyError, ClusterError) as error:
+                raise _bad_input(str(error)) from None
     except StudyBusy as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(code=1) from None
@@ -316,15 +372,31 @@ def search(
         typer.echo(f"warning: stopped early: {summary.stop_reason}", err=True)
     if as_json:
         typer.echo(json.dumps(summary.as_dict()))
-        if summary.interrupted:
-            raise typer.Exit(code=130)
-        return
-    for line in summary.lines():
-        typer.echo(line)
-    typer.echo(f"storage: {storage or study.settings.storage or runs_dir / study.name / 'study.db'}")
+    else:
+        for line in summary.lines():
+            typer.echo(line)
+        typer.echo(f"storage: {setup.storage}")
     if summary.interrupted:
         typer.echo("interrupted: run the same command to continue the study", err=True)
         raise typer.Exit(code=130)
+    if summary.no_result:
+        typer.echo(f"error: {study.name}: {summary.no_result}", err=True)
+        raise typer.Exit(code=1)
+
+
+def _study_name(study_yaml: Path, name: str | None) -> str:
+    """The name the study in ``study_yaml`` runs under, as far as the file says before it is
+    validated (a file that cannot say is refused by the validation)."""
+    from kwsearch.yaml_file import YamlFileError, read_yaml
+
+    if name is not None:
+        return name
+    try:
+        data = read_yaml(study_yaml)
+    except YamlFileError:
+        data = None
+    named = data.get("name") if isinstance(data, dict) else None
+    return named if isinstance(named, str) else study_yaml.stem
 
 
 @app.command()
@@ -346,6 +418,8 @@ def report(
     from kwsearch.search import StudyError
     from kwsearch.search.locate import locate_study
 
+    if out is not None:
+        _check_folder(f"--out {out}", out.parent)
     try:
         found = [locate_study(study, storage, runs_dir) for study in studies]
         loaded = [load(f.storage, f.name, target=f.arguments) for f in found]

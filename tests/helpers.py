@@ -117,6 +117,31 @@ def kill_when_a_run_is_half_done(command, folders, epochs: int, timeout=240) -> 
         process.wait()
 
 
+def session_members(sid: int) -> list[str]:
+    """Command lines of the live processes in session ``sid`` (zombies left out)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid and fields[0] != "Z":
+                found.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def wait_for_no_members(sid: int, seconds: float) -> list[str]:
+    """Wait until session ``sid`` is empty; kill what is left after ``seconds`` and return it."""
+    deadline = time.time() + seconds
+    while (members := session_members(sid)) and time.time() < deadline:
+        time.sleep(0.5)
+    for stat in Path("/proc").glob("[0-9]*/stat") if members else ():
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[3]) == sid:
+                os.kill(int(stat.parent.name), signal.SIGKILL)
+    return members
+
+
 def assert_rel_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-6) -> None:
     """Relative error of the whole tensor (max abs difference over max abs value) below ``rtol``."""
     scale = expected.abs().max().clamp_min(1e-12)

@@ -1,5 +1,6 @@
 """`kwsearch search` as a user runs it, in subprocesses: resume after the driver is killed with
-SIGKILL, and a search that joins a Ray cluster started with `ray start --head`."""
+SIGKILL (a running trial continues from its last finished epoch), and a search that joins a Ray
+cluster started with `ray start --head`."""
 
 import contextlib
 import json
@@ -18,7 +19,7 @@ import pytest
 import yaml
 
 from kwsearch.records import StudyStore
-from tests.helpers import ray_trials, status_of, stored_trials, tiny_study
+from tests.helpers import ray_trials, status_of, stored_trials, tiny_study, wait_for_no_members
 
 pytestmark = pytest.mark.slow
 
@@ -28,31 +29,6 @@ ENV = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1", "PYTHONUNBUFFERED": "1"}
 
 def identity(trial):
     return json.dumps([trial.user_attrs["config"], trial.user_attrs.get("seed", 0)], sort_keys=True)
-
-
-def session_members(sid: int) -> list[str]:
-    """Command lines of the live processes in session ``sid`` (zombies left out)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[3]) == sid and fields[0] != "Z":
-                found.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode())
-        except (OSError, IndexError, ValueError):
-            continue
-    return found
-
-
-def wait_for_no_members(sid: int, seconds: float) -> list[str]:
-    """Wait until session ``sid`` is empty; kill what is left after ``seconds`` and return it."""
-    deadline = time.time() + seconds
-    while (members := session_members(sid)) and time.time() < deadline:
-        time.sleep(0.5)
-    for stat in Path("/proc").glob("[0-9]*/stat") if members else ():
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            if int(stat.read_text().rsplit(")", 1)[1].split()[3]) == sid:
-                os.kill(int(stat.parent.name), signal.SIGKILL)
-    return members
 
 
 def ready_to_kill(db: Path, study: str) -> bool:
@@ -138,6 +114,20 @@ def test_resume_after_kill_9_loses_and_duplicates_no_trial(tmp_path):
     assert status_of(after[interrupted[0]]) == "complete"
     assert after[interrupted[0]].params == before[interrupted[0]].params
     assert len(after[interrupted[0]].user_attrs["history"]) == 4
+    # ... from its last finished epoch: its checkpoint (written before the epoch was stored)
+    done_before = before[interrupted[0]].user_attrs["history"]
+    (resumed,) = [
+        t["last_result"]["resumed_from_epoch"]
+        for t in ray_trials(run_dir).values()
+        if t["config"]["key"] == str(interrupted[0]) and "resumed_from_epoch" in t["last_result"]
+    ]
+    assert 1 <= len(done_before) <= resumed <= len(done_before) + 1
+
+    def timed(history):  # an epoch trained again would take another time
+        return [(int(h["epoch"]), h["train_seconds"]) for h in history]
+
+    assert timed(after[interrupted[0]].user_attrs["history"])[: len(done_before)] == timed(done_before)
+    assert list((run_dir / "checkpoints").iterdir()) == []  # removed once each trial ended
     assert len({identity(t) for t in trained}) == len(trained)
     # a seeded sampler restarts its sequence: what it proposes again is stored as a duplicate
     for trial in after.values():

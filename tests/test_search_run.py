@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 from kwsearch.records import TrialRecord
 from kwsearch.search import load_study
 from kwsearch.search.runner import run_search
-from tests.helpers import TINY_DATA, ray_trials, status_of, stored_trials, tiny_study
+from tests.helpers import TINY_DATA, TINY_PROXY, ray_trials, status_of, stored_trials, tiny_study
 
 pytestmark = pytest.mark.slow
 
@@ -322,3 +322,30 @@ def test_bad_backbone_arguments_of_every_backbone_are_infeasible_or_refused(tmp_
         result = CliRunner().invoke(app, ["search", str(path), "--runs-dir", str(tmp_path / "runs")])
         assert result.exit_code == 2 and f"backbone_args.{next(iter(args))}" in result.output, result.output
         assert not (tmp_path / "runs" / "wrongtype" / "study.db").exists()
+
+
+def test_a_study_whose_trials_all_failed_exits_1_saying_why(tmp_path):
+    """Every trial diverges (lr 1e6): the search spends its budget, stores them failed, and the
+    command ends with exit 1 and the most common error, not 0 as if it had a result."""
+    from typer.testing import CliRunner
+
+    from kwsearch.cli import app
+
+    study = tiny_study(
+        "diverging",
+        {"width": {"choice": [0.0625, 0.125]}},
+        proxy={**TINY_PROXY, "lr": 1e6, "warmup_epochs": 0},
+        sampler={"name": "random", "seed": 0},
+        budget={"trials": 2},
+    )
+    path = tmp_path / "diverging.yaml"
+    path.write_text(yaml.safe_dump(study))
+    result = CliRunner().invoke(app, ["search", str(path), "--runs-dir", str(tmp_path / "runs"), "--json"])
+    assert result.exit_code == 1, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["failed"] == summary["trials"] == 2 and summary["complete"] == 0
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert error.startswith(
+        "error: diverging: no trial completed: 2 trials failed; 2 of them with TrainingDiverged:"
+    )
+    assert "lower the learning rate" in error

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from kwsearch.search import load_study, parse_study
-from kwsearch.search.runner import check_feasible, resolve_budget, static_baseline_config
+from kwsearch.search.preflight import check_feasible, resolve_budget, static_baseline_config
 
 STUDIES = sorted((Path(__file__).parent.parent / "studies").glob("*.yaml"))
 

@@ -11,6 +11,7 @@ its own record.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -22,21 +23,22 @@ import optuna
 from kwsearch.calibrate.analysis import TARGET, Calibration, calibration_of, stored_runs
 from kwsearch.calibrate.results import Unit, accuracy_of, key, units
 from kwsearch.calibrate.select import MIN_CONFIGS, CalibrationError, choose_configs
-from kwsearch.execution import Driver, Outcome, Run, gpu_share, ray_session, run_tune
+from kwsearch.execution import Driver, Outcome, Run, gpus_per_run, ray_session, run_tune
 from kwsearch.models import parse_model_config
 from kwsearch.records import (
     CalibrationConfig,
     CalibrationPlan,
     CalibrationWriter,
     History,
+    StoreError,
     StudyStore,
-    default_storage,
     driver_lock,
 )
 from kwsearch.replay.export import write_run_files
 from kwsearch.replay.runner import replay_recipe
 from kwsearch.search.budget import ResolvedBudget
-from kwsearch.search.runner import check_feasible, open_store, resolve_budget
+from kwsearch.search.preflight import prepare_search
+from kwsearch.search.runner import open_store
 from kwsearch.search.study import Study
 from kwsearch.search.summary import noise_of
 from kwsearch.train import Recipe
@@ -84,9 +86,19 @@ class CalibrationSummary:
         }
 
 
+def check_options(configs: int | None, seeds: int | None, target: float | None) -> None:
+    """Raise CalibrationError for an option no calibration takes."""
+    if configs is not None and configs < MIN_CONFIGS:
+        raise CalibrationError(f"--configs: a calibration ranks {MIN_CONFIGS} or more configs, got {configs}")
+    if seeds is not None and seeds < 1:
+        raise CalibrationError(f"--seeds: at least 1, got {seeds}")
+    if target is not None and not -1 < target <= 1:
+        raise CalibrationError(f"--target: a Spearman's rho above -1 and at most 1, got {target}")
+
+
 def settle_plan(
     study: Study,
-    store: StudyStore,
+    store: StudyStore | None,
     budget: ResolvedBudget,
     folder: Path,
     *,
@@ -95,23 +107,16 @@ def settle_plan(
     target: float | None,
 ) -> CalibrationPlan:
     """The stored plan (more proxy seeds or a new target when asked for), or a new one when the
-    study was never calibrated; stored when it changed. Raises CalibrationError for options, or
-    study settings, that contradict the stored plan, naming what differs."""
-    if configs is not None and configs < MIN_CONFIGS:
-        raise CalibrationError(f"--configs: a calibration ranks {MIN_CONFIGS} or more configs, got {configs}")
-    if seeds is not None and seeds < 1:
-        raise CalibrationError(f"--seeds: at least 1, got {seeds}")
-    if target is not None and not -1 < target <= 1:
-        raise CalibrationError(f"--target: a Spearman's rho above -1 and at most 1, got {target}")
-    stored = store.calibration_plan()
+    study (``store``: None when it is not stored yet) was never calibrated. Writes nothing. Raises
+    CalibrationError for options, or study settings, that contradict the stored plan, naming
+    what differs, and for a space with too few configs to calibrate."""
+    stored = store.calibration_plan() if store is not None else None
     if stored is None:
         plan = _new_plan(study, store, budget, configs or DEFAULT_CONFIGS, seeds or DEFAULT_SEEDS)
     else:
         plan = _continued_plan(study, stored, store.url, folder, configs, seeds)
     if target is not None:
         plan = replace(plan, target=target)
-    if plan != stored:
-        store.write_calibration_plan(plan)
     return plan
 
 
@@ -124,11 +129,11 @@ def _full_seeds(study: Study) -> list[int]:
 
 
 def _new_plan(
-    study: Study, store: StudyStore, budget: ResolvedBudget, configs: int, seeds: int
+    study: Study, store: StudyStore | None, budget: ResolvedBudget, configs: int, seeds: int
 ) -> CalibrationPlan:
     settings = study.settings
-    trials = {t.number: t for t in store.trials()}
-    front = [trials[n] for n in noise_of(store, list(trials.values())).front]  # as the summary reads it
+    trials = {t.number: t for t in store.trials()} if store is not None and store.record else {}
+    front = [trials[n] for n in noise_of(store, list(trials.values())).front] if trials else []
     return CalibrationPlan(
         configs=choose_configs(study.space, budget, settings.objectives, configs, front, SAMPLE_SEED),
         seeds=[settings.proxy.seed + i for i in range(seeds)],
@@ -308,48 +313,60 @@ def run_calibration(
     """
     settings = study.settings
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    folder = (runs_dir / study.name / "calibration").resolve()
-    budget, baseline = resolve_budget(study)
-    check_feasible(study, budget)
-    storage = storage or settings.storage or default_storage(runs_dir / study.name)
+    check_options(configs, seeds, target)
+    setup = prepare_search(study, storage=storage, runs_dir=runs_dir)
+    folder = (setup.run_dir / "calibration").resolve()
     with driver_lock(folder):
-        store = open_store(study, storage, budget, baseline)
-        plan = settle_plan(study, store, budget, folder, configs=configs, seeds=seeds, target=target)
-        pending = pending_runs(plan, store, folder)
-        needed = len(units(plan))
-        progress(
-            f"{study.name}: calibrating {len(plan.configs)} configs with {len(plan.seeds)} proxy and "
-            f"{len(plan.full_seeds)} full seed(s): {needed - len(pending)} of {needed} runs stored, "
-            f"{len(pending)} to train"
-        )
-        failed: list[dict[str, Any]] = []
-        trained, interrupted = 0, False
-        if pending:
-            with ray_session(address) as cluster:
-                data = settings.data.model_dump()
-                # a proxy shares a GPU like a search trial does; a full run keeps a whole one busy
-                for kind, auto in (("proxy", 0.25), ("full", 1.0)):
-                    runs = [r for r in pending if r.unit.kind == kind]
-                    if not runs:
-                        continue
-                    policy = CalibrationPolicy(store, runs, data, settings.objectives, progress)
-                    driver = Driver(policy)
-                    run_tune(
-                        driver,
-                        data=data,
-                        resources=settings.resources,
-                        gpus=gpu_share(
-                            settings.resources.gpu, cluster, auto=auto, where=f"{study.where}: resources.gpu"
-                        ),
-                        retries=settings.retries,
-                        run_dir=folder,
-                    )
-                    failed += policy.failed
-                    trained += policy.ended
-                    # Ray Tune ends its run on Ctrl-C: runs cut off or never started wait for next time
-                    if driver.unfinished or policy.pending or policy.stopped:
-                        interrupted = True
-                        break
+        try:
+            existing = StudyStore.open(setup.storage, study.name)
+        except StoreError:
+            existing = None  # calibrated before it is searched: the study is created below
+        plan = settle_plan(study, existing, setup.budget, folder, configs=configs, seeds=seeds, target=target)
+        # Ray is asked whether it can place a run before the study or its plan is stored
+        idle = existing is not None and not pending_runs(plan, existing, folder)
+        with contextlib.nullcontext({}) if idle else ray_session(address) as node:
+            # a proxy shares a GPU like a search trial does; a full run keeps a whole one busy
+            gpus = (
+                {}
+                if idle
+                else {
+                    kind: gpus_per_run(settings.resources, node, auto, where=f"{study.where}: resources")
+                    for kind, auto in (("proxy", 0.25), ("full", 1.0))
+                }
+            )
+            store = open_store(study, setup.storage, setup.budget, setup.baseline)
+            if plan != store.calibration_plan():
+                store.write_calibration_plan(plan)
+            pending = pending_runs(plan, store, folder)
+            needed = len(units(plan))
+            progress(
+                f"{study.name}: calibrating {len(plan.configs)} configs with {len(plan.seeds)} proxy and "
+                f"{len(plan.full_seeds)} full seed(s): {needed - len(pending)} of {needed} runs stored, "
+                f"{len(pending)} to train"
+            )
+            failed: list[dict[str, Any]] = []
+            trained, interrupted = 0, False
+            data = settings.data.model_dump()
+            for kind in ("proxy", "full"):
+                runs = [r for r in pending if r.unit.kind == kind]
+                if not runs:
+                    continue
+                policy = CalibrationPolicy(store, runs, data, settings.objectives, progress)
+                driver = Driver(policy)
+                run_tune(
+                    driver,
+                    data=data,
+                    resources=settings.resources,
+                    gpus=gpus[kind],
+                    retries=settings.retries,
+                    run_dir=folder,
+                )
+                failed += policy.failed
+                trained += policy.ended
+                # Ray Tune ends its run on Ctrl-C: runs cut off or never started wait for next time
+                if driver.unfinished or policy.pending or policy.stopped:
+                    interrupted = True
+                    break
         calibration = calibration_of(store)
     return CalibrationSummary(
         study=study.name,

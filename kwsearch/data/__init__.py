@@ -16,10 +16,12 @@ from kwsearch.data.augment import (
 from kwsearch.data.cifar import read_cifar_archive
 from kwsearch.data.datasets import (
     Dataset,
+    DataShape,
     UnknownDatasetError,
     channel_stats,
     clear_dataset_cache,
     dataset_names,
+    dataset_shape,
     load_dataset,
 )
 from kwsearch.data.folder import read_image_folder
@@ -51,6 +53,7 @@ __all__ = [
     "MNIST",
     "AugmentParams",
     "Augmentation",
+    "DataShape",
     "DataSourceError",
     "Dataset",
     "DatasetSpec",
@@ -64,6 +67,7 @@ __all__ = [
     "cifar100",
     "clear_dataset_cache",
     "dataset_names",
+    "dataset_shape",
     "draw_params",
     "epoch_seed",
     "eval_loader",

@@ -25,6 +25,8 @@ from kwsearch.data.sources import DataSourceError
 from kwsearch.data.splits import train_val_split
 from kwsearch.data.synthetic import synthetic
 
+FOLDER_IMAGE_SIZE = 32  # an image folder is read at this size unless a recipe's resolution says
+
 
 class UnknownDatasetError(ValueError):
     """A data set name that is not registered; the message lists the known names."""
@@ -80,20 +82,39 @@ class _Raw:
     class_names: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class DataShape:
+    """What a data set's images are, known before it is read; None where only reading tells (the
+    classes of an image folder, its channels in a mode other than RGB or L)."""
+
+    in_chans: int | None
+    num_classes: int | None
+    image_size: tuple[int, int]
+
+
+# The published data sets' shapes (their readers' class counts come from here too).
+_PUBLISHED = {
+    "fashion-mnist": DataShape(1, 10, (28, 28)),
+    "mnist": DataShape(1, 10, (28, 28)),
+    "cifar10": DataShape(3, 10, (32, 32)),
+    "cifar100": DataShape(3, 100, (32, 32)),
+}
+
+
 def _read_fashion_mnist(root: str | Path | None, download: bool) -> _Raw:
-    return _Raw(sources.fashion_mnist(root, download), 10, flip=True)
+    return _Raw(sources.fashion_mnist(root, download), _PUBLISHED["fashion-mnist"].num_classes, flip=True)
 
 
 def _read_mnist(root: str | Path | None, download: bool) -> _Raw:
-    return _Raw(sources.mnist(root, download), 10, flip=False)
+    return _Raw(sources.mnist(root, download), _PUBLISHED["mnist"].num_classes, flip=False)
 
 
 def _read_cifar10(root: str | Path | None, download: bool) -> _Raw:
-    return _Raw(sources.cifar10(root, download), 10, flip=True)
+    return _Raw(sources.cifar10(root, download), _PUBLISHED["cifar10"].num_classes, flip=True)
 
 
 def _read_cifar100(root: str | Path | None, download: bool) -> _Raw:
-    return _Raw(sources.cifar100(root, download), 100, flip=True)
+    return _Raw(sources.cifar100(root, download), _PUBLISHED["cifar100"].num_classes, flip=True)
 
 
 def _read_synthetic(root: str | Path | None, download: bool, **options: Any) -> _Raw:
@@ -118,7 +139,7 @@ def _read_folder(
     if root is None:
         raise ValueError("the folder data set needs a root: a folder of class folders of images")
     root = Path(root)
-    size = as_size(image_size if image_size is not None else 32)
+    size = as_size(image_size if image_size is not None else FOLDER_IMAGE_SIZE)
     if (root / "train").is_dir() and (root / "test").is_dir():
         # Given splits: the training folder defines the classes, the test folder must use them.
         train_images, train_labels, classes = read_image_folder(root / "train", size, mode, use_cache)
@@ -169,6 +190,29 @@ def clear_dataset_cache() -> None:
     """Forget every data set `load_dataset` kept (their memory is freed once nothing else holds them)."""
     with _LOCK:
         _CACHE.clear()
+
+
+def dataset_shape(name: str, image_size: int | tuple[int, int] | None = None, **options: Any) -> DataShape:
+    """The shape of the images :func:`load_dataset` gives for the same arguments, without reading
+    any. Raises UnknownDatasetError for an unknown name and ValueError for an option the data set
+    does not take, as :func:`load_dataset` does."""
+    key_name = name.strip().lower()
+    reader = _READERS.get(key_name)
+    if reader is None:
+        raise UnknownDatasetError(f"unknown data set {name!r}; known: {', '.join(_READERS)}")
+    _options_for(key_name, reader, options)
+    size = as_size(image_size) if image_size is not None else None
+    if key_name in _PUBLISHED:
+        published = _PUBLISHED[key_name]
+        return DataShape(published.in_chans, published.num_classes, size or published.image_size)
+    if key_name == "synthetic":
+        given = inspect.signature(synthetic).bind(**options)
+        given.apply_defaults()
+        made = given.arguments
+        return DataShape(made["channels"], made["num_classes"], size or (made["height"], made["width"]))
+    mode = inspect.signature(_read_folder).parameters["mode"].default
+    mode = options.get("mode", mode)
+    return DataShape({"RGB": 3, "L": 1}.get(mode), None, size or as_size(FOLDER_IMAGE_SIZE))
 
 
 def _device_key(device: torch.device | str) -> torch.device:

@@ -2,7 +2,7 @@
 next, one trainable, and the Ray session they run in."""
 
 from kwsearch.execution._driver import WAIT, Driver, Outcome, Run, RunPolicy
-from kwsearch.execution._ray import ClusterError, gpu_share, ray_session, run_tune
+from kwsearch.execution._ray import ClusterError, gpus_per_run, ray_session, run_tune
 from kwsearch.execution._trainable import METRICS
 
 __all__ = [
@@ -13,7 +13,7 @@ __all__ = [
     "Outcome",
     "Run",
     "RunPolicy",
-    "gpu_share",
+    "gpus_per_run",
     "ray_session",
     "run_tune",
 ]

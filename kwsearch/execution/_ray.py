@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,11 +16,30 @@ class ClusterError(ValueError):
     """A Ray cluster that cannot be joined or cannot give what was asked (bad input: exit 2)."""
 
 
+# How long the Ray cluster named by --address may take to accept a connection.
+CONNECT_TIMEOUT_S = 5
+
+
+def _check_reachable(address: str) -> None:
+    """Raise ClusterError unless something accepts connections at ``address`` (HOST:PORT, or
+    ray://HOST:PORT): Ray itself retries an address nobody listens on for ever."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(f"--address {address}: not HOST:PORT (or auto, local)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        reason = error.strerror or str(error) or type(error).__name__
+        raise ClusterError(f"--address {address}: no Ray cluster answers there ({reason})") from None
+
+
 @contextmanager
 def ray_session(address: str | None) -> Iterator[dict[str, float]]:
-    """Ray for one driver: a local instance (or the cluster at ``address``); yields the cluster's
-    resources. Leaves an instance it did not start (a test's, a notebook's) running. Raises
-    ClusterError when the cluster at ``address`` cannot be joined."""
+    """Ray for one driver: a local instance (or the cluster at ``address``); yields the most of
+    each resource (CPU, GPU) one node of the cluster has: what one run can be given.
+    Leaves an instance it did not start (a test's, a notebook's) running, and stops one it
+    started however the block ends. Raises ClusterError when the cluster at ``address`` cannot
+    be joined (within CONNECT_TIMEOUT_S when nothing listens there)."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -27,6 +47,8 @@ def ray_session(address: str | None) -> Iterator[dict[str, float]]:
 
     started_here = not ray.is_initialized()
     if started_here:
+        if address not in (None, "auto", "local"):
+            _check_reachable(address)
         try:
             ray.init(
                 address=address,
@@ -42,29 +64,37 @@ def ray_session(address: str | None) -> Iterator[dict[str, float]]:
     for name in ("ray.tune", "ray.train", "ray.air"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
-        yield ray.cluster_resources()
+        nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+        yield {key: max(node.get(key, 0.0) for node in nodes) for key in ("CPU", "GPU")}
     finally:
         if started_here:
             ray.shutdown()
-
-
-def gpu_share(wanted: float | str, cluster: dict[str, float], auto: float, where: str) -> float:
-    """GPUs per run: ``wanted``, or for ``auto`` the share ``auto`` where the cluster has GPUs
-    and none elsewhere. Raises ClusterError (naming ``where``) when the cluster has too few."""
-    available = cluster.get("GPU", 0.0)
-    if wanted == "auto":
-        return auto if available else 0.0
-    if wanted > available:
-        raise ClusterError(f"{where}: {wanted} per trial, but the Ray cluster has {available:g} GPUs")
-    return wanted
 
 
 class Resources(Protocol):
     """What each run holds (a study's ``resources`` settings)."""
 
     cpu: float
+    gpu: float | str  # or "auto"
     max_concurrent: int | None
     torch_threads: int
+
+
+def gpus_per_run(resources: Resources, node: dict[str, float], auto: float, where: str) -> float:
+    """GPUs each run holds: ``resources.gpu``, or for ``auto`` the share ``auto`` where the
+    cluster has GPUs and none elsewhere. Raises ClusterError (naming ``where``.cpu or .gpu) when
+    no node of the cluster (``node``: the most of each resource one has) can hold a run's CPUs
+    or GPUs: Ray would wait for ever to place it."""
+    for key, wanted in (("cpu", resources.cpu), ("gpu", resources.gpu)):
+        available = node.get(key.upper(), 0.0)
+        if wanted != "auto" and wanted > available:
+            raise ClusterError(
+                f"{where}.{key}: {wanted:g} per run, but no node of the Ray cluster has more than "
+                f"{available:g} {key.upper()}s"
+            )
+    if resources.gpu == "auto":
+        return auto if node.get("GPU", 0.0) else 0.0
+    return resources.gpu
 
 
 def run_tune(

@@ -4,7 +4,7 @@ Importing this package registers every backbone.
 """
 
 from kwsearch.models import convnext, deit, mobilenetv2, resnet, slak  # noqa: F401  (register backbones)
-from kwsearch.models.accounting import ModelAccount, account, count_macs, parameter_split
+from kwsearch.models.accounting import ModelAccount, account, check_input, count_macs, parameter_split
 from kwsearch.models.config import (
     ModelConfig,
     ModelConfigError,
@@ -22,6 +22,7 @@ __all__ = [
     "account",
     "backbone_names",
     "build_model",
+    "check_input",
     "convert",
     "count_macs",
     "get_backbone",

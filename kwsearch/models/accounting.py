@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from kwsearch.models.config import ModelConfigError
 from kwsearch.nn import TemperatureControlled, sparse_training, warehouse_managers
 from kwsearch.nn.sparsity import MASK_BUFFER, planned_nonzeros, sparse_targets
 
@@ -68,7 +69,18 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     convolutions, linears, attention, and kernel assembly as the published algorithms do it.
 
     Runs on whatever device the model is on; on the meta device it costs no memory or arithmetic.
+    Raises ModelConfigError when such an input does not pass through the model.
     """
+    with FlopCounterMode(display=False) as counter:
+        check_input(model, input_shape)
+    return counter.get_total_flops() // 2
+
+
+def check_input(model: nn.Module, input_shape: tuple[int, ...]) -> None:
+    """Pass one sample of ``input_shape`` (C, H, W) through ``model`` (in eval mode, each dynamic
+    layer on its published path; on the meta device no arithmetic is done). Raises
+    ModelConfigError when it does not pass: an image smaller than the network's downsampling, a
+    size a patch embedding was not built for."""
     dynamic = [m for m in model.modules() if isinstance(m, TemperatureControlled)]
     chosen = [m.path for m in dynamic]
     was_training = model.training
@@ -77,13 +89,15 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
             m.path = m.published_path
         model.eval()
         device = next(model.parameters()).device
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad():
             model(torch.zeros(1, *input_shape, device=device))
+    except (RuntimeError, ValueError) as error:
+        shape = "x".join(map(str, input_shape))
+        raise ModelConfigError(f"a {shape} input does not pass through the network ({error})") from None
     finally:
         for m, path in zip(dynamic, chosen, strict=True):
             m.path = path
         model.train(was_training)
-    return counter.get_total_flops() // 2
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,14 @@ from kwsearch.records._access import (
     Storage,
     StoreError,
     StudyBusy,
+    check_free,
+    check_storage,
     default_storage,
     driver_lock,
     open_storage,
 )
 from kwsearch.records._front import front_of, normalized_hypervolume, objective_point, spread_along_front
-from kwsearch.records._store import StudyStore
+from kwsearch.records._store import StudyStore, is_companion
 from kwsearch.records._study import SCHEMA, CalibrationConfig, CalibrationPlan, StudyRecord
 from kwsearch.records._trial import (
     FINISHED,
@@ -51,9 +53,12 @@ __all__ = [
     "StudyStore",
     "TrialRecord",
     "TrialWriter",
+    "check_free",
+    "check_storage",
     "default_storage",
     "driver_lock",
     "front_of",
+    "is_companion",
     "normalized_hypervolume",
     "objective_point",
     "open_storage",

@@ -22,7 +22,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from kwsearch.records._access import Storage, StoreError, open_storage, storage_name
+from kwsearch.records._access import Storage, StoreError, describe_error, open_storage, storage_name
 from kwsearch.records._study import CalibrationPlan, StudyRecord
 from kwsearch.records._trial import KIND, PROXY_TRIAL, CalibrationRecord, ReplayRecord, TrialRecord
 from kwsearch.records._write import (
@@ -49,7 +49,7 @@ def _name_objectives(study: optuna.Study, names: list[str]) -> None:
             study.set_metric_names(names)
 
 
-def _is_companion(name: str) -> bool:
+def is_companion(name: str) -> bool:
     """True for the names of the baselines', confirmations', replays' and calibration's studies
     (not studies of their own)."""
     return name.endswith((BASELINES_SUFFIX, REPLAYS_SUFFIX, CONFIRMATIONS_SUFFIX, CALIBRATION_SUFFIX))
@@ -76,9 +76,9 @@ class StudyStore:
         try:
             names = optuna.study.get_all_study_names(backend)
         except Exception as error:  # a database that is not an Optuna storage
-            raise StoreError(f"{url}: cannot read the storage ({type(error).__name__}: {error})") from None
+            raise StoreError(f"{url}: cannot read the storage ({describe_error(error)})") from None
         if name not in names:
-            known = ", ".join(n for n in names if not _is_companion(n)) or "none"
+            known = ", ".join(n for n in names if not is_companion(n)) or "none"
             raise StoreError(f"unknown study {name!r} in {url} (studies there: {known})")
         return cls(url, backend, optuna.load_study(study_name=name, storage=backend, sampler=sampler))
 

@@ -79,6 +79,12 @@ class TrialWriter:
     def mark_trained(self) -> None:
         self.trial.set_user_attr(keys.TRAINED, True)
 
+    def earlier_history(self) -> History | None:
+        """The epochs stored by an earlier run of this trial that a dead driver left unfinished
+        (it is run again under its record); None for a trial that never trained."""
+        attrs = self.trial.user_attrs
+        return attrs.get(keys.HISTORY, []) if attrs.get(keys.TRAINED) else None
+
     def record_history(self, history: History) -> None:
         self.trial.set_user_attr(keys.HISTORY, history)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import optuna
 
-from kwsearch.execution import Driver, Outcome, Run, gpu_share, ray_session, run_tune
+from kwsearch.execution import Driver, Outcome, Run, gpus_per_run, ray_session, run_tune
 from kwsearch.models import parse_model_config
 from kwsearch.records import (
     Costs,
@@ -118,12 +118,11 @@ def _recipe_record(recipe: Recipe) -> dict[str, Any]:
 
 
 def check_recipe(target: ReplayTarget, recipe: Recipe) -> None:
-    """One recipe per study's replays, so that they compare: the first replay fixes it."""
+    """One recipe per study's replays, so that they compare: the first replay fixes it (it is
+    stored as the runs start). Raises ReplayError for another recipe than the stored one."""
     stored = target.store.replay_recipe()
     wanted = _recipe_record(recipe)
-    if stored is None:
-        target.store.set_replay_recipe(wanted)
-    elif stored != wanted:
+    if stored is not None and stored != wanted:
         changed = ", ".join(
             f"{k}: {stored.get(k)!r} -> {wanted.get(k)!r}" for k in wanted if stored.get(k) != wanted.get(k)
         )
@@ -266,20 +265,24 @@ def run_replay(
     proxy_trials = found.store.trials()
     chosen = select_trials(proxy_trials, objectives, study_name=found.name, top=top, numbers=trials)
     run_dir = runs_dir / found.name / "replays"
+    check_recipe(found, full)
     with driver_lock(run_dir):
-        check_recipe(found, full)
+        check_recipe(found, full)  # again under the lock: another replay may have started meanwhile
         runs, complete = plan_runs(chosen, seeds, found.store, runs_dir, found.name)
         failed: list[dict[str, Any]] = []
         if runs:
-            with ray_session(address) as cluster:
+            with ray_session(address) as node:
+                # a full training keeps a GPU busy: a whole one with "auto" (proxy trials share one)
+                gpus = gpus_per_run(settings.resources, node, auto=1.0, where=f"{target}: resources")
+                if found.store.replay_recipe() is None:
+                    found.store.set_replay_recipe(_recipe_record(full))
                 data = settings.data.model_dump()
                 policy = ReplayPolicy(found.store, runs, full, data, objectives, on_finish=on_finish)
                 run_tune(
                     Driver(policy),
                     data=data,
                     resources=settings.resources,
-                    # a full training keeps a GPU busy: a whole one with "auto" (proxy trials share one)
-                    gpus=gpu_share(settings.resources.gpu, cluster, auto=1.0, where="resources.gpu"),
+                    gpus=gpus,
                     retries=settings.retries,
                     run_dir=run_dir,
                 )

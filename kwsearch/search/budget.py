@@ -29,10 +29,8 @@ class MetaBuild:
         if macs and self._macs is None:
             try:
                 self._macs = count_macs(self.model, (self.config.in_chans, *self.config.input_size))
-            except RuntimeError as error:  # the meta forward: the input is too small for the network
-                raise ModelConfigError(
-                    f"input_size: {list(self.config.input_size)} does not pass through the network ({error})"
-                ) from None
+            except ModelConfigError as error:
+                raise ModelConfigError(f"input_size: {list(self.config.input_size)}: {error}") from None
         return Costs(
             sum(p.numel() for p in self.model.parameters()),
             effective_parameters(self.model),

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kwsearch.records import default_storage
-from kwsearch.search.study import Study, StudyError, load_study
+from kwsearch.search.study import Study, StudyError, load_study, name_problem
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,9 @@ def locate_study(target: str, storage: str | None = None, runs_dir: Path = Path(
         name, storage = study.name, storage or study.settings.storage
     else:
         name = target
+        problem = name_problem(name)
+        if problem:
+            raise StudyError(f"{target!r} is neither a study file nor a study's name ({problem})")
     if storage is None:
         database = runs_dir / name / "study.db"
         if not database.is_file():

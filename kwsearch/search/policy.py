@@ -9,12 +9,18 @@ discrete space from the configs never proposed (so that none is wasted on a repe
 search stops when every config was proposed). Every epoch is written to the storage as it comes,
 so a killed driver loses nothing that was finished; a run the scheduler stopped is stored
 PRUNED, with every epoch up to the stop in its history, never COMPLETE.
+
+Search trials and confirmation runs checkpoint every epoch in ``checkpoints/`` of the study's run
+folder, so one that a killed driver left running continues from its last finished epoch when it
+is run again; a run's checkpoint is removed once the run has ended (complete, pruned or failed),
+so the folder holds only the running ones.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,6 +78,7 @@ class SearchPlan:
     baselines: dict[str, ModelConfig]  # baseline label -> model config, still to train
     sampler_seed: int = 0
     confirm: ConfirmSettings | None = None  # front members trained again after the budget
+    checkpoints: Path | None = None  # where search trials and confirmation runs checkpoint
 
 
 @dataclass
@@ -197,11 +204,13 @@ class SearchPolicy:
                     continue
                 if earlier is not None and earlier.status == "running":
                     writer = self.store.reopen_confirmation(earlier.number)
+                    history = earlier.history
                 else:
                     writer = self.store.ask_confirmation()
                     writer.propose(trial.config, seed, confirms=trial.number)
                     writer.set_costs(trial.costs)
-                runs.append(self._confirmation_run(writer, trial, seed))
+                    history = None
+                runs.append(self._confirmation_run(writer, trial, seed, history))
         return runs
 
     # -- what runs report ------------------------------------------------------------------------
@@ -216,6 +225,8 @@ class SearchPolicy:
     def on_finish(self, run: Run, outcome: Outcome) -> None:
         trial: _Trial = run.handle
         writer = trial.writer
+        if run.folder is not None:  # ended: nothing to resume
+            shutil.rmtree(run.folder, ignore_errors=True)
         if trial.kind == "search":
             self._live_search_trials -= 1
             self._spent_seconds += outcome.seconds
@@ -255,16 +266,33 @@ class SearchPolicy:
         return False
 
     def _run(
-        self, key: str, writer: TrialWriter, model: ModelConfig, costs: Costs, seed: int, kind: str
+        self,
+        key: str,
+        writer: TrialWriter,
+        model: ModelConfig,
+        costs: Costs,
+        seed: int,
+        kind: str,
+        earlier: History | None = None,
     ) -> Run:
-        """A run of ``model`` with ``seed``; search trials (only) are subject to early stopping."""
+        """A run of ``model`` with ``seed``; search trials (only) are subject to early stopping.
+        Search trials and confirmation runs checkpoint in a folder of their own; one that ran
+        before (``earlier``: the epochs it stored) resumes from its checkpoint there, a new one
+        starts from an empty folder."""
+        folder = None
+        if self.plan.checkpoints is not None and kind != "baseline":
+            folder = self.plan.checkpoints / f"{kind}{writer.number}"
+            if earlier is None:  # a study stored anew under an old name may have left one
+                shutil.rmtree(folder, ignore_errors=True)
         return Run(
             key=key,
             model=model,
             recipe=self.plan.recipe.model_copy(update={"seed": seed}),
+            folder=folder,
             cost_point=[float(getattr(costs, name)) for name in self.plan.objectives[1:]]
             if kind == "search"
             else None,
+            history=list(earlier or []),
             handle=_Trial(writer, costs, kind),
         )
 
@@ -284,9 +312,12 @@ class SearchPolicy:
         writer.set_costs(costs)
         return self._run(f"baseline:{label}", writer, config, costs, self.plan.recipe.seed, "baseline")
 
-    def _confirmation_run(self, writer: TrialWriter, trial: TrialRecord, seed: int) -> Run:
+    def _confirmation_run(
+        self, writer: TrialWriter, trial: TrialRecord, seed: int, earlier: History | None
+    ) -> Run:
         model = parse_model_config(trial.config)
-        return self._run(f"confirm:{trial.number}:{seed}", writer, model, trial.costs, seed, "confirmation")
+        key = f"confirm:{trial.number}:{seed}"
+        return self._run(key, writer, model, trial.costs, seed, "confirmation", earlier)
 
     def _space_configs(self) -> list[tuple[str, dict[str, Any]]] | None:
         """Every config of a small discrete space (identity, raw values); None for a space with
@@ -350,10 +381,11 @@ class SearchPolicy:
             writer.duplicate(self.store.trial(self._trained[identity]))
             self.on_change()
             return None
+        earlier = writer.earlier_history()  # a dead driver's trial, run again
         writer.mark_trained()
         self._trained[identity] = writer.number
         self.on_change()
-        return self._run(str(writer.number), writer, model, costs, seed, "search")
+        return self._run(str(writer.number), writer, model, costs, seed, "search", earlier)
 
     def _infeasible(
         self, writer: TrialWriter, constraints: dict[str, float], costs: Costs | None, reason: str

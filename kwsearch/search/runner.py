@@ -1,4 +1,5 @@
-"""Run or resume a study: storage, budget resolution, the feasibility check, Ray Tune.
+"""Run or resume a study that passed its checks (:mod:`kwsearch.search.preflight`): the Ray
+cluster's own check, the storage, Ray Tune.
 
 Running the same study again continues it: finished trials are kept, trials a killed driver left
 RUNNING are put back to WAITING and re-run under their own trial numbers (Optuna returns a
@@ -15,11 +16,19 @@ from typing import Any
 import optuna
 from optuna.distributions import CategoricalDistribution
 
-from kwsearch.execution import Driver, gpu_share, ray_session, run_tune
+from kwsearch.execution import Driver, gpus_per_run, ray_session, run_tune
 from kwsearch.models import ModelConfig, ModelConfigError, parse_model_config
-from kwsearch.records import Costs, StudyRecord, StudyStore, default_storage, driver_lock, objective_point
+from kwsearch.records import Costs, StudyRecord, StudyStore, check_free, driver_lock, objective_point
 from kwsearch.search.budget import ResolvedBudget, costs_of
 from kwsearch.search.policy import SearchPlan, SearchPolicy
+from kwsearch.search.preflight import (
+    FEASIBILITY_PROBES,
+    SearchSetup,
+    check_same_study,
+    fingerprint,
+    prepare_search,
+    static_baseline_config,
+)
 from kwsearch.search.progress import SearchProgress
 from kwsearch.search.samplers import make_sampler
 from kwsearch.search.scheduler import ParetoScheduler, ParetoSuccessiveHalving
@@ -28,70 +37,6 @@ from kwsearch.search.study import Study, StudyError
 from kwsearch.search.summary import StudySummary, summarize
 from kwsearch.search.trackers import TrackerError, Trackers
 from kwsearch.versions import software_versions
-
-# How many configs of the space (every choice, numbers at their lowest) are accounted before the
-# study starts to tell whether any can meet the budget.
-FEASIBILITY_PROBES = 64
-
-
-def static_baseline_config(study: Study) -> dict[str, Any]:
-    config, _ = study.space.sample(Dimension.lowest)
-    return {**config, "conv": {"family": "static"}}
-
-
-def resolve_budget(study: Study) -> tuple[ResolvedBudget, Costs]:
-    """The budget's absolute limits and the static baseline's costs they are relative to."""
-    try:
-        baseline = costs_of(parse_model_config(static_baseline_config(study)))
-    except ModelConfigError as error:
-        raise StudyError(f"{study.space.source}: the static baseline: {error}") from None
-    limits = {
-        name: limit.resolve(getattr(baseline, name)) for name, limit in study.settings.budget.limits().items()
-    }
-    return ResolvedBudget(limits), baseline
-
-
-def check_feasible(study: Study, budget: ResolvedBudget) -> None:
-    """Raise StudyError when no probed config of the space meets the budget."""
-    if not budget.limits:
-        return
-
-    def every_choice_lowest_number(dimension: Dimension) -> list[Any]:
-        d = dimension.distribution
-        return list(d.choices) if isinstance(d, CategoricalDistribution) else [d.low]
-
-    smallest: Costs | None = None
-    for config, _ in study.space.enumerate(every_choice_lowest_number, limit=FEASIBILITY_PROBES):
-        try:
-            costs = costs_of(parse_model_config(config), macs=budget.counts_macs)
-        except ModelConfigError:
-            continue
-        if budget.feasible(costs):
-            return
-        if smallest is None or costs.params < smallest.params:
-            smallest = costs
-    found = (
-        f"the smallest config found: {budget.describe(smallest)}" if smallest else "no valid config was found"
-    )
-    raise StudyError(f"{study.where}: budget: no config of the space can meet it ({found})")
-
-
-def _fingerprint(study: Study) -> dict[str, Any]:
-    """What must not change between runs of one stored study."""
-    s = study.settings
-    return json.loads(
-        json.dumps(
-            {
-                "space": study.space.tree,
-                "data": s.data.model_dump(),
-                "proxy": s.proxy.model_dump(mode="json"),
-                "objectives": s.objectives,
-                "limits": {k: v.model_dump() for k, v in s.budget.limits().items()},
-                "sampler": s.sampler.name,
-            },
-            default=str,
-        )
-    )
 
 
 def _reference_point(study: Study, budget: ResolvedBudget, baseline: Costs) -> list[float]:
@@ -128,7 +73,6 @@ def open_store(study: Study, storage: str, budget: ResolvedBudget, baseline: Cos
     store = StudyStore.create(
         storage, study.name, directions=directions, sampler=make_sampler(study.settings.sampler)
     )
-    fingerprint = _fingerprint(study)
     stored = store.record
     if stored is None:
         store.write_record(
@@ -140,18 +84,14 @@ def open_store(study: Study, storage: str, budget: ResolvedBudget, baseline: Cos
                 baseline_config=static_baseline_config(study),
                 baseline_costs=baseline,
                 reference_point=_reference_point(study, budget, baseline),
-                fingerprint=fingerprint,
+                fingerprint=fingerprint(study),
                 source=str(study.source) if study.source else None,
                 started=time.time(),
                 software=software_versions(),
             )
         )
-    elif stored.fingerprint != fingerprint:
-        changed = sorted(k for k in fingerprint if fingerprint[k] != (stored.fingerprint or {}).get(k))
-        raise StudyError(
-            f"{study.where}: {', '.join(changed)}: differ from study {study.name!r} stored in {storage}; "
-            "give the search another --name to start a new study"
-        )
+    else:
+        check_same_study(study, stored, storage)
     return store
 
 
@@ -198,74 +138,82 @@ def run_search(
     """Run ``study`` (or continue it) until its budget is spent; return the summary.
 
     Raises StudyError for a study that cannot run (exit code 2 on the command line),
-    ClusterError for a Ray cluster that cannot run it, and StudyBusy when another process runs it.
+    ClusterError for a Ray cluster that cannot run it, and StudyBusy when another process runs it;
+    a refused study leaves nothing behind.
     """
+    runs_dir = Path(runs_dir)
+    check_free(runs_dir / study.name)
+    setup = prepare_search(study, storage=storage, runs_dir=runs_dir)
+    with driver_lock(setup.run_dir):
+        return run_prepared(setup, trials=trials, address=address, progress=progress)
+
+
+def run_prepared(
+    setup: SearchSetup, *, trials: int | None = None, address: str | None = None, progress: bool | None = None
+) -> StudySummary:
+    """Run a study that passed :func:`kwsearch.search.preflight.prepare_search`, under its
+    driver's lock. The Ray cluster is asked first whether it can place a trial at all (ClusterError
+    when not); only then is the study created in its storage."""
+    study, run_dir = setup.study, setup.run_dir
     settings = study.settings
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    run_dir = Path(runs_dir) / study.name
-    with driver_lock(run_dir):
-        # everything that can reject the study runs before Ray starts (seconds)
-        budget, baseline = resolve_budget(study)
-        check_feasible(study, budget)
-        storage = storage or settings.storage or default_storage(run_dir)
-        store = open_store(study, storage, budget, baseline)
-        try:
-            trackers = Trackers(settings.log, study.name, run_dir)
-        except TrackerError as error:
-            raise StudyError(f"{study.where}: {error}") from None
-        with ray_session(address) as cluster:
-            gpus = gpu_share(
-                settings.resources.gpu, cluster, auto=0.25, where=f"{study.where}: resources.gpu"
-            )
-            store.set_gpus_per_trial(gpus)
-            store.requeue_interrupted()
-            grid = settings.sampler.name == "grid"
-            if grid:
-                enqueue_grid(study, store)
-            halving = ParetoSuccessiveHalving(settings.early_stopping, settings.proxy.epochs)
-            seed_halving(halving, store, settings.objectives)
-            wanted = trials if trials is not None else settings.budget.trials
-            unlimited = grid or settings.budget.wall_clock or settings.budget.gpu_hours
-            if wanted is None and not unlimited:
-                wanted = 20  # never an endless search by accident
-            store.set_trial_budget(wanted)  # the study file's, or --trials: what the report states
-            plan = SearchPlan(
-                space=study.space,
-                objectives=settings.objectives,
-                budget=budget,
-                recipe=settings.proxy,
-                trials=wanted,
-                deadline=time.time() + settings.budget.wall_clock if settings.budget.wall_clock else None,
-                gpu_seconds=settings.budget.gpu_hours * 3600 if settings.budget.gpu_hours else None,
-                gpus_per_trial=gpus,
-                grid_seeds=settings.sampler.seeds if grid else None,
-                baselines=pending_baselines(study, store),
-                sampler_seed=settings.sampler.seed,
-                confirm=settings.confirm,
-            )
+    try:
+        trackers = Trackers(settings.log, study.name, run_dir)
+    except TrackerError as error:
+        raise StudyError(f"{study.where}: {error}") from None
+    with ray_session(address) as node:
+        gpus = gpus_per_run(settings.resources, node, auto=0.25, where=f"{study.where}: resources")
+        store = open_store(study, setup.storage, setup.budget, setup.baseline)
+        store.set_gpus_per_trial(gpus)
+        store.requeue_interrupted()
+        grid = settings.sampler.name == "grid"
+        if grid:
+            enqueue_grid(study, store)
+        halving = ParetoSuccessiveHalving(settings.early_stopping, settings.proxy.epochs)
+        seed_halving(halving, store, settings.objectives)
+        wanted = trials if trials is not None else settings.budget.trials
+        unlimited = grid or settings.budget.wall_clock or settings.budget.gpu_hours
+        if wanted is None and not unlimited:
+            wanted = 20  # never an endless search by accident
+        store.set_trial_budget(wanted)  # the study file's, or --trials: what the report states
+        plan = SearchPlan(
+            space=study.space,
+            objectives=settings.objectives,
+            budget=setup.budget,
+            recipe=settings.proxy,
+            trials=wanted,
+            deadline=time.time() + settings.budget.wall_clock if settings.budget.wall_clock else None,
+            gpu_seconds=settings.budget.gpu_hours * 3600 if settings.budget.gpu_hours else None,
+            gpus_per_trial=gpus,
+            grid_seeds=settings.sampler.seeds if grid else None,
+            baselines=pending_baselines(study, store),
+            sampler_seed=settings.sampler.seed,
+            confirm=settings.confirm,
+            checkpoints=(run_dir / "checkpoints").resolve(),
+        )
 
-            def budget_line(summary: StudySummary) -> str:
-                spent = summary.complete + summary.pruned + summary.failed
-                target = f"/{wanted}" if wanted else ""
-                return f"trained {spent}{target}  trial time {summary.trial_seconds / 60:.1f} min"
+        def budget_line(summary: StudySummary) -> str:
+            spent = summary.complete + summary.pruned + summary.failed
+            target = f"/{wanted}" if wanted else ""
+            return f"trained {spent}{target}  trial time {summary.trial_seconds / 60:.1f} min"
 
-            with SearchProgress(store, budget_line, enabled=progress, trials=wanted) as view:
-                policy = SearchPolicy(store, plan, halving, on_change=view.changed, trackers=trackers)
-                driver = Driver(policy)
-                try:
-                    run_tune(
-                        driver,
-                        data=settings.data.model_dump(),
-                        resources=settings.resources,
-                        gpus=gpus,
-                        retries=settings.retries,
-                        run_dir=run_dir,
-                        scheduler=ParetoScheduler(halving),
-                    )
-                finally:
-                    trackers.close()
-        summary = summarize(store)
-        summary.stop_reason = policy.stop_reason
-        # Ray Tune ends its run on Ctrl-C; runs still live then were cut off and re-run next time
-        summary.interrupted = bool(driver.unfinished)
-        return summary
+        with SearchProgress(store, budget_line, enabled=progress, trials=wanted) as view:
+            policy = SearchPolicy(store, plan, halving, on_change=view.changed, trackers=trackers)
+            driver = Driver(policy)
+            try:
+                run_tune(
+                    driver,
+                    data=settings.data.model_dump(),
+                    resources=settings.resources,
+                    gpus=gpus,
+                    retries=settings.retries,
+                    run_dir=run_dir,
+                    scheduler=ParetoScheduler(halving),
+                )
+            finally:
+                trackers.close()
+    summary = summarize(store)
+    summary.stop_reason = policy.stop_reason
+    # Ray Tune ends its run on Ctrl-C; runs still live then were cut off and re-run next time
+    summary.interrupted = bool(driver.unfinished)
+    return summary

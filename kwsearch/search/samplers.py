@@ -34,5 +34,5 @@ def make_sampler(settings: SamplerSettings) -> optuna.samplers.BaseSampler:
     }
     try:
         return kinds[settings.name]()
-    except TypeError as error:
+    except (TypeError, ValueError) as error:  # an unknown option, a value Optuna refuses
         raise SamplerError(f"sampler.options: {error}") from None

@@ -23,10 +23,11 @@ from pydantic import (
     model_validator,
 )
 
-from kwsearch.data import dataset_names
+from kwsearch.data import DataShape, dataset_names, dataset_shape
 from kwsearch.models import ModelConfig, ModelConfigError, backbone_names, parse_model_config
 from kwsearch.models.presets import kw_preset
 from kwsearch.nn import family_names
+from kwsearch.records import is_companion
 from kwsearch.search.samplers import SamplerError, SamplerSettings, make_sampler
 from kwsearch.search.space import Dimension, Space, SpaceError
 from kwsearch.search.trackers import LogSettings
@@ -43,6 +44,24 @@ _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?(?:e[+-]?\d+)?)\s*x\s*$", re.IGNORECA
 
 class StudyError(ValueError):
     """A study that cannot run; the message names the file and the field."""
+
+
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a study, or None. One rule for a study's name wherever it comes
+    from (``--name``, the ``name:`` field, the file's name): it names the study's folder under
+    runs/, so that every file the study writes stays inside it, and its studies in the storage."""
+    if not _NAME.fullmatch(name):
+        return (
+            "1 to 128 letters, digits, '_', '.', '-', not starting with '.' (it names a folder under runs/)"
+        )
+    if is_companion(name):
+        return (
+            "ends like the studies kept beside a study (.references, .replays, .confirmations, .calibration)"
+        )
+    return None
 
 
 def _strict() -> ConfigDict:
@@ -156,6 +175,12 @@ class DataSettings(BaseModel):
             raise ValueError(f"{name!r} is not one of {', '.join(dataset_names())}")
         return name
 
+    @model_validator(mode="after")
+    def _folder_has_root(self) -> DataSettings:
+        if self.name.strip().lower() == "folder" and self.root is None:
+            raise ValueError("root: the folder data set needs a root (a folder of class folders of images)")
+        return self
+
 
 class ConfirmSettings(BaseModel):
     """After the budget is spent, train ``top`` members of the front (spread along it) again with
@@ -200,8 +225,9 @@ class StudySettings(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, name: str | None) -> str | None:
-        if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-            raise ValueError("letters, digits, '_', '.', '-' only (it names a folder under runs/)")
+        problem = None if name is None else name_problem(name)
+        if problem:
+            raise ValueError(f"{name!r}: {problem}")
         return name
 
     @field_validator("data", mode="before")
@@ -282,19 +308,27 @@ def parse_study(data: Any, source: Path | None = None, name: str | None = None) 
     except ValidationError as error:
         raise StudyError(f"{where}: {describe(error, empty='<study>')}") from None
     if name is not None:
+        problem = name_problem(name)
+        if problem:
+            raise StudyError(f"--name {name!r}: {problem}")
         settings = settings.model_copy(update={"name": name})
+    elif settings.name is None and source is not None and name_problem(source.stem):
+        raise StudyError(
+            f"{where}: the study is named after its file, {source.stem!r}: {name_problem(source.stem)}; "
+            "give it a `name:` or --name"
+        )
     for tracker, package in settings.log.missing().items():
         raise StudyError(
             f"{where}: log: {tracker}: the {package} package is not installed (pip install 'kwsearch[track]')"
         )
     space = _load_space(settings.space, source)
     study = Study(settings, space, source)
-    _check_space_and_baselines(study)
     if settings.sampler.name == "grid":
         try:
             space.grid()
         except SpaceError as error:
             raise StudyError(f"{where}: sampler: grid: {error}") from None
+    _check_space_and_baselines(study)
     try:
         make_sampler(settings.sampler)
     except SamplerError as error:
@@ -331,9 +365,10 @@ def _load_space(space: str | dict[str, Any], source: Path | None) -> Space:
         raise StudyError(str(error)) from None
 
 
-def _cover(space: Space) -> list[dict[str, Any]]:
+def cover(space: Space) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """Configs that together take every choice of the space at least once, under every conv
-    family (other values lowest), so that a misspelt option on any branch is found up front."""
+    family (other values lowest), so that a misspelt option on any branch is found up front; each
+    with the choices it was made for (dimension name -> label)."""
     dimensions = space.dimensions
     families = dimensions.get("conv.family")
     choices = [d for d in dimensions.values() if isinstance(d.distribution, CategoricalDistribution)]
@@ -341,25 +376,27 @@ def _cover(space: Space) -> list[dict[str, Any]]:
     for family in families.distribution.choices if families is not None else [None]:
         for dimension in choices or [None]:
             for label in dimension.distribution.choices if dimension is not None else [None]:
+                fixed = {} if family is None else {"conv.family": family}
+                if dimension is not None:
+                    fixed[dimension.name] = label
 
-                def suggest(d: Dimension, dimension=dimension, label=label, family=family) -> Any:
-                    if dimension is not None and d.name == dimension.name:
-                        return label
-                    return family if d.name == "conv.family" else d.lowest()
+                def suggest(d: Dimension, fixed=fixed) -> Any:
+                    return fixed.get(d.name, d.lowest())
 
                 config, _ = space.sample(suggest)
-                configs.setdefault(json.dumps(config, sort_keys=True, default=str), config)
+                configs.setdefault(json.dumps(config, sort_keys=True, default=str), (config, fixed))
     return list(configs.values())
 
 
 def _check_space_and_baselines(study: Study) -> None:
     """Every choice of the space (under every family) and every baseline must be valid model
-    configs. (Numbers are checked at their lowest: combinations may still fail to build, and
-    the search stores those as infeasible.)"""
+    configs, and the data options valid. (Numbers are checked at their lowest; whether the
+    networks fit the data and build is checked before a study runs:
+    :func:`kwsearch.search.preflight.check_networks`.)"""
     space = study.space
     try:
         config, _ = space.sample(Dimension.lowest)
-        covering = _cover(space)
+        covering = cover(space)
     except SpaceError as error:
         raise StudyError(str(error)) from None
     if config.get("backbone") not in backbone_names():
@@ -368,13 +405,14 @@ def _check_space_and_baselines(study: Study) -> None:
             + ", ".join(backbone_names())
         )
     try:
-        models = [(_temperature_field(space, c), parse_model_config(c, space.source)) for c in covering]
+        models = [(_temperature_field(space, c), parse_model_config(c, space.source)) for c, _ in covering]
     except ModelConfigError as error:
         raise StudyError(str(error)) from None
     try:
         baselines = study.baseline_configs()
     except KeyError as error:
         raise StudyError(f"{study.where}: baselines: {error.args[0]}") from None
+    data_shape(study)  # options the data set does not take
     for label, baseline in baselines.items():
         where = f"{study.where}: baselines.{label}"
         try:
@@ -382,6 +420,15 @@ def _check_space_and_baselines(study: Study) -> None:
         except ModelConfigError as error:
             raise StudyError(str(error)) from None
     study.warnings = _unfinished_schedules(models, study.settings.proxy.epochs)
+
+
+def data_shape(study: Study) -> DataShape:
+    """The images the proxy trains on. Raises StudyError for options the data set does not take."""
+    data = study.settings.data
+    try:
+        return dataset_shape(data.name, study.settings.proxy.resolution, **data.options)
+    except ValueError as error:
+        raise StudyError(f"{study.where}: data.options: {error}") from None
 
 
 def _temperature_field(space: Space, config: dict[str, Any]) -> str:

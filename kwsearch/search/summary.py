@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,7 @@ class StudySummary:
     gpu_hours: float = 0.0
     trial_seconds: float = 0.0
     stop_reason: str | None = None  # set when the search stopped before its budget was spent
+    no_result: str | None = None  # why no trial completed, when none did
     interrupted: bool = False  # stopped by Ctrl-C: running the same search again continues it
 
     def as_dict(self) -> dict[str, Any]:
@@ -119,6 +121,19 @@ def baseline_estimates(store: StudyStore) -> dict[str, Estimate]:
     }
 
 
+def why_no_result(trials: list[TrialRecord]) -> str | None:
+    """Why no search trial completed (the most frequent error of those that failed, or of the
+    configs that could not train); None when one did, or when none has ended yet."""
+    if any(t.status == "complete" for t in trials):
+        return None
+    for status, what in (("failed", "trials failed"), ("infeasible", "configs proposed could not train")):
+        errors = Counter(t.error or "no error recorded" for t in trials if t.status == status)
+        if errors:
+            error, count = errors.most_common(1)[0]
+            return f"no trial completed: {sum(errors.values())} {what}; {count} of them with {error}"
+    return None
+
+
 def summarize(store: StudyStore) -> StudySummary:
     record = store.record
     trials = store.trials()
@@ -166,4 +181,5 @@ def summarize(store: StudyStore) -> StudySummary:
         claims=[claim.describe() for claim in published_claims(estimates)],
         gpu_hours=seconds * record.gpus_per_trial / 3600,
         trial_seconds=seconds,
+        no_result=why_no_result(trials),
     )

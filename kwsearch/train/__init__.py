@@ -1,7 +1,14 @@
 """The one trainer, for proxy trials, `kwsearch train` and replay."""
 
 from kwsearch.train.recipe import Recipe
-from kwsearch.train.run import RecipeError, default_device, load_recipe, train_model
+from kwsearch.train.run import (
+    RecipeError,
+    default_device,
+    load_recipe,
+    option_name,
+    parse_device,
+    train_model,
+)
 from kwsearch.train.trainer import (
     OutOfMemory,
     TrainingDiverged,
@@ -23,6 +30,8 @@ __all__ = [
     "evaluate",
     "fit",
     "load_recipe",
+    "option_name",
+    "parse_device",
     "to_channels_last",
     "train_model",
 ]

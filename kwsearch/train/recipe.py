@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Recipe(BaseModel):
@@ -43,6 +43,13 @@ class Recipe(BaseModel):
 
     def uses_channels_last(self, device: torch.device) -> bool:
         return self.channels_last == "on" or (self.channels_last == "auto" and device.type == "cuda")
+
+    @field_validator("resolution")
+    @classmethod
+    def _positive_resolution(cls, size: tuple[int, int] | None) -> tuple[int, int] | None:
+        if size is not None and min(size) < 1:
+            raise ValueError(f"both sides must be >= 1, got {list(size)}")
+        return size
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:

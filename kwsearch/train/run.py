@@ -19,7 +19,7 @@ from kwsearch.data import (
     train_loader,
     train_val_split,
 )
-from kwsearch.models import ModelConfig, ModelConfigError, build_model
+from kwsearch.models import ModelConfig, ModelConfigError, build_model, check_input
 from kwsearch.train.recipe import Recipe
 from kwsearch.train.trainer import StepHook, TrainResult, fit
 from kwsearch.validation import describe
@@ -30,26 +30,68 @@ class RecipeError(ValueError):
     """A recipe that cannot be used; the message names the file (or option) and the field."""
 
 
-def load_recipe(path: str | Path | None = None, **overrides) -> Recipe:
-    """A recipe from a YAML file (or the defaults), with ``overrides`` (None values ignored)."""
-    data = {}
+def load_recipe(path: str | Path | None = None, **options) -> Recipe:
+    """A recipe from a YAML file (or the defaults) with the command line's ``options`` over it
+    (None values ignored). Raises RecipeError naming the file and the field, or the option
+    (``--epochs -1: ...``) when the file alone is a valid recipe and an option makes it invalid."""
+    data: dict = {}
     if path is not None:
         try:
-            data = read_yaml(path) or {}
+            data = read_yaml(path)
         except YamlFileError as error:
             raise RecipeError(str(error)) from None
         if not isinstance(data, dict):
-            raise RecipeError(f"{path}: a recipe is a mapping")
-    data.update({key: value for key, value in overrides.items() if value is not None})
+            raise RecipeError(f"{path}: a recipe is a mapping, got {type(data).__name__}")
+        try:
+            Recipe.model_validate(data)
+        except ValidationError as error:
+            raise RecipeError(f"{path}: {describe(error, empty='recipe')}") from None
+    given = {key: value for key, value in options.items() if value is not None}
     try:
-        return Recipe.model_validate(data)
+        return Recipe.model_validate({**data, **given})
     except ValidationError as error:
-        where = f"{path}: " if path is not None else ""
-        raise RecipeError(where + describe(error, empty="recipe")) from None
+        raise RecipeError(_blame_options(error, given)) from None
+
+
+def option_name(field: str) -> str:
+    """The command-line option that sets recipe field ``field``."""
+    return "--" + field.replace("_", "-")
+
+
+def _blame_options(error: ValidationError, given: dict) -> str:
+    """``error`` (of a recipe valid without the options) as ``--option value: problem``: a field's
+    own problem names its option, a problem between fields names every option given."""
+    problems = []
+    for e in error.errors():
+        field = str(e["loc"][0]) if e["loc"] else None
+        culprits = {field: given[field]} if field in given else given
+        where = ", ".join(f"{option_name(k)} {v}" for k, v in culprits.items())
+        problems.append(f"{where}: {e['msg'].removeprefix('Value error, ')}")
+    return "; ".join(problems)
 
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def parse_device(name: str) -> torch.device:
+    """The device ``name`` names (``cpu``, ``cuda``, ``cuda:N``, ``mps``), if this machine has it.
+    Raises ValueError saying why not."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{name!r} is not a device kwsearch trains on (cpu, cuda, cuda:N, mps)")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"{name!r}: this machine has no CUDA device")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"{name!r}: this machine has {count} CUDA device(s), numbered from 0")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name!r}: this machine has no MPS device")
+    return device
 
 
 def train_model(
@@ -79,23 +121,32 @@ def train_model(
         )
     if config.in_chans != dataset.in_chans:
         raise ModelConfigError(f"in_chans: {config.in_chans}, but {data} has {dataset.in_chans} channels")
+    with torch.device("meta"):  # before any weight exists: a network too deep for the images
+        try:
+            check_input(build_model(config), (dataset.in_chans, *dataset.image_size))
+        except ModelConfigError as error:
+            size = "x".join(map(str, dataset.image_size))
+            resized = " (the recipe's resolution)" if recipe.resolution else ""
+            raise ModelConfigError(f"{data}'s images are {size}{resized}: {error}") from None
+    val_args = (
+        {"val_fraction": recipe.val_size}
+        if isinstance(recipe.val_size, float)
+        else {"val_size": recipe.val_size}
+    )
     try:
-        val_args = (
-            {"val_fraction": recipe.val_size}
-            if isinstance(recipe.val_size, float)
-            else {"val_size": recipe.val_size}
-        )
         train_idx, val_idx = train_val_split(dataset.train_labels, seed=recipe.seed, **val_args)
-        if recipe.train_subset is not None:
-            train_idx = train_idx[
-                stratified_subset(dataset.train_labels[train_idx], recipe.train_subset, recipe.seed)
-            ]
     except ValueError as error:
-        raise RecipeError(f"train_subset/val_size: {error}") from None
+        raise RecipeError(f"val_size: {error}") from None
+    if recipe.train_subset is not None:
+        try:
+            subset = stratified_subset(dataset.train_labels[train_idx], recipe.train_subset, recipe.seed)
+        except ValueError as error:
+            raise RecipeError(f"train_subset: {error}") from None
+        train_idx = train_idx[subset]
     if len(train_idx) < recipe.batch_size:
         raise RecipeError(
-            f"batch_size: {recipe.batch_size} exceeds the {len(train_idx)} training images left after the "
-            "validation split and the subset"
+            f"batch_size: larger than the {len(train_idx)} training images left after the validation split "
+            "and the subset"
         )
     channels_last = recipe.uses_channels_last(device)
     augmentation = None if recipe.augment else Augmentation()

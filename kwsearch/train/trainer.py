@@ -37,7 +37,32 @@ class BatchSource(Protocol):
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message says when and suggests what to change."""
+    """A loss diverged (:func:`check_loss`); the message says which, when, and what to change."""
+
+
+# A training loss this many times that of a uniform guess, ln(classes), is divergence: it means the
+# true class gets probability classes**-100 on average, far beyond any network that is still
+# learning (runs at lr 1e4 reached training losses of 5e16 with the validation loss NaN).
+DIVERGED_LOSS_FACTOR = 100
+
+
+def check_loss(name: str, loss: float, num_classes: int, epoch: int, lr: float) -> None:
+    """Raise TrainingDiverged when an epoch's ``name`` mean loss is not finite, or, for the
+    training loss, exceeds DIVERGED_LOSS_FACTOR * ln(num_classes). A finite validation or test
+    loss is no divergence however large: a network that trains well can evaluate with a loss in
+    the tens of thousands after its first epoch, its normalisation statistics not settled yet."""
+    bound = DIVERGED_LOSS_FACTOR * math.log(max(num_classes, 2))
+    if not math.isfinite(loss):
+        raise TrainingDiverged(
+            f"the {name} loss became {loss} in epoch {epoch} (lr {lr:.3g}); lower the learning rate "
+            "or set grad_clip"
+        )
+    if name == "training" and loss > bound:
+        raise TrainingDiverged(
+            f"the training loss became {loss:.4g} in epoch {epoch} (the bound is {bound:.4g}: "
+            f"{DIVERGED_LOSS_FACTOR}x the {math.log(max(num_classes, 2)):.3g} of a uniform guess over "
+            f"{num_classes} classes; lr {lr:.3g}); lower the learning rate or set grad_clip"
+        )
 
 
 class OutOfMemory(RuntimeError):
@@ -146,8 +171,10 @@ def fit(
     :class:`kwsearch.train.sparse.DynamicSparsity`; its masks are model buffers, so checkpoints
     carry them. Before the first step every dynamic layer's execution path is chosen for the
     training batch (:func:`choose_training_paths`: timed on the device, or read from the path
-    cache). ``on_epoch`` receives each epoch's metrics. Raises TrainingDiverged on a non-finite
-    loss and OutOfMemory when the device runs out of memory.
+    cache). ``on_epoch`` receives each epoch's metrics. Raises TrainingDiverged when a loss it
+    computes diverges (:func:`check_loss`: the training loss as it goes and every epoch's
+    training, validation and test mean losses), and OutOfMemory when the device runs out of
+    memory.
     """
     started = time.perf_counter()
     run_info = run_info or {}
@@ -223,12 +250,10 @@ def fit(
                     )
             train_loss = loss_sum.item() / max(seen, 1)  # synchronises: the pass has finished
             train_seconds = time.perf_counter() - epoch_started
-            if not math.isfinite(train_loss):
-                raise TrainingDiverged(
-                    f"the training loss became {train_loss} in epoch {epoch + 1}; lower the learning rate "
-                    "or set grad_clip"
-                )
+            num_classes = logits.shape[-1]
+            check_loss("training", train_loss, num_classes, epoch + 1, lr)
             val_loss, val_accuracy = evaluate(network, val, device, recipe)
+            check_loss("validation", val_loss, num_classes, epoch + 1, lr)
             metrics = {
                 "epoch": epoch + 1,
                 "step": step,
@@ -248,6 +273,7 @@ def fit(
             if test is not None:
                 metrics["test_loss"], metrics["test_accuracy"] = evaluate(network, test, device, recipe)
                 metrics["test_images"] = getattr(test, "num_samples", None)
+                check_loss("test", metrics["test_loss"], num_classes, epoch + 1, lr)
             history.append(metrics)
             if checkpoint_dir is not None:
                 save_checkpoint(
