@@ -75,12 +75,15 @@ def test_the_report_of_a_real_study_shows_its_front_baselines_and_budget(tiny, t
     history = pd.read_csv(files.history_csv)
     assert {"val_accuracy", "epoch", "val_images"} <= set(history.columns)
     # every accuracy carries its interval (64 validation images); KernelWarehouse trials the
-    # temperature they reached (annealed to 0 over the default 1/15 of the 2 epochs)
+    # temperature they reached (annealed to 0 over the default 1/15 of the 2 epochs, so already after the first)
     complete = table[(table["status"] == "complete") & (table["kind"] == "search")]
     assert (complete["accuracy_low"] <= complete["accuracy"]).all()
     assert (complete["accuracy"] <= complete["accuracy_high"]).all()
     assert (complete["accuracy_high"] - complete["accuracy_low"] > 0.1).all()  # 64 images: wide
-    kw = complete[complete["config"].str.contains('"kw"')]
+    # which trials the pruner stops depends on the order two workers finish in, so the
+    # temperature is read from every KernelWarehouse trial that trained an epoch, pruned or not
+    trained = table[table["status"].isin(["complete", "pruned"]) & (table["kind"] == "search")]
+    kw = trained[trained["config"].str.contains('"kw"')]
     assert len(kw) and (kw["temperature"] == 0).all()
     assert "temperature reached" in page and "95% CI" in page
     # the paper's claim among the baselines, tested on this proxy with its interval
