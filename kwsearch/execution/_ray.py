@@ -78,16 +78,25 @@ def run_tune(
     scheduler=None,
 ) -> None:
     """Run the one trainable on ``data`` as Ray Tune trials, each holding ``resources`` and
-    ``gpus``, until ``driver`` has nothing more to propose; a run whose worker dies is restarted
-    up to ``retries`` times. Ray's result folders (``run_dir/ray``) are scratch: the driver's
-    policy writes the study's storage."""
+    ``gpus`` (a run of several data-parallel workers: each of its workers), until ``driver`` has
+    nothing more to propose; a run whose worker dies is restarted up to ``retries`` times. Ray's
+    result folders (``run_dir/ray``) are scratch: the driver's policy writes the study's storage."""
     from ray import tune
 
     from kwsearch.execution._trainable import train_run
 
-    trainable = tune.with_parameters(train_run, data=data, threads=resources.torch_threads)
+    def trial_resources(config: dict[str, Any]) -> tune.PlacementGroupFactory:
+        if config["recipe"].workers == 1:
+            return tune.PlacementGroupFactory([{"CPU": resources.cpu, "GPU": gpus}])
+        # A data-parallel run's workers (a Ray Train run) hold its CPUs and GPUs; its trial only
+        # waits for them. Ray refuses a trial that asks for nothing: it asks for one byte of memory.
+        return tune.PlacementGroupFactory([{"memory": 1}])
+
+    trainable = tune.with_parameters(
+        train_run, data=data, threads=resources.torch_threads, cpus=resources.cpu, gpus=gpus
+    )
     tuner = tune.Tuner(
-        tune.with_resources(trainable, {"cpu": resources.cpu, "gpu": gpus}),
+        tune.with_resources(trainable, trial_resources),
         tune_config=tune.TuneConfig(
             search_alg=driver,
             scheduler=scheduler,
