@@ -241,9 +241,9 @@ def prepare_image_cache(
         }
         for part, folder in _source_parts(source).items()
     }
+    counts = {part: header["count"] for part, header in headers.items()}
     if _is_complete(cache, headers):
-        counts = {part: header["count"] for part, header in headers.items()}
-        chunks = sum(-(-n // chunk) for n in counts.values())
+        chunks = sum(len(part.digests) for part in open_image_cache(cache).parts.values())
         return PrepareSummary(str(cache), counts, chunks, chunks, time.perf_counter() - started)
     cache.mkdir(parents=True, exist_ok=True)
     # From here on the folder is a preparation in progress, never a cache a reader could open.
@@ -274,19 +274,24 @@ def prepare_image_cache(
     write_text_atomically(json.dumps(manifest, indent=1), cache / MANIFEST)
     for part in parts:
         _progress_file(cache, part).unlink(missing_ok=True)
-    counts = {part: header["count"] for part, header in headers.items()}
     return PrepareSummary(str(cache), counts, chunks, reused, time.perf_counter() - started)
 
 
 def _is_complete(cache: Path, headers: dict[str, dict[str, Any]]) -> bool:
-    """Whether ``cache`` is a complete cache of exactly these parts, files and settings."""
+    """Whether ``cache`` is a complete cache of exactly these parts, files and settings (in chunks
+    of any size)."""
     try:
         manifest = json.loads((cache / MANIFEST).read_text())
         parts = manifest["parts"]
         return (
             manifest["version"] == VERSION
             and set(parts) == set(headers)
-            and all({k: parts[name][k] for k in header} == header for name, header in headers.items())
+            and all(
+                parts[name][k] == value
+                for name, header in headers.items()
+                for k, value in header.items()
+                if k != "chunk"
+            )
         )
     except (OSError, ValueError, KeyError, TypeError):
         return False
@@ -368,7 +373,9 @@ def _refuse_partial(cache: Path) -> None:
 
 
 def _damaged(file: Path, reason: str) -> DataSourceError:
-    return DataSourceError(f"{file}: {reason}: the cache is damaged; prepare it again")
+    return DataSourceError(
+        f"{file}: {reason}: the cache is damaged; delete {file.parent} and prepare it again"
+    )
 
 
 def open_image_cache(path: str | Path) -> ImageCache:
