@@ -118,12 +118,16 @@ def _recipe_record(recipe: Recipe) -> dict[str, Any]:
 
 
 def check_recipe(target: ReplayTarget, recipe: Recipe) -> None:
-    """One recipe per study's replays, so that they compare: the first replay fixes it."""
+    """One recipe per study's replays, so that they compare: the first replay fixes it. (A recipe
+    stored by an earlier release reads with the fields added since at their defaults, which train
+    as it did.)"""
     stored = target.store.replay_recipe()
     wanted = _recipe_record(recipe)
     if stored is None:
         target.store.set_replay_recipe(wanted)
-    elif stored != wanted:
+        return
+    stored = _recipe_record(Recipe.model_validate(stored))
+    if stored != wanted:
         changed = ", ".join(
             f"{k}: {stored.get(k)!r} -> {wanted.get(k)!r}" for k in wanted if stored.get(k) != wanted.get(k)
         )
