@@ -1,6 +1,6 @@
 """Streaming a prepared image cache: does the reader keep a static ResNet18 fed?
 
-    .venv/bin/python bench/stream.py [--images 1024] [--sizes 112 224] [--batch 64] [--steps 6]
+    .venv/bin/python bench/stream.py [--images 1024] [--sizes 112 224] [--batch 64] [--steps 10]
                                      [--repeats 3] [--device cpu] [--threads 2] [--workdir DIR]
 
 Writes a folder of generated photo-like JPEGs (500x375, smooth colour fields with grain: about the
@@ -12,12 +12,12 @@ process and one run:
   gets them) from the ``StreamLoader`` with nothing else running: images/s into the training loop,
   from the page cache (``warm``) and after the cache file was evicted from it (``cold``);
 - ``step``: a static ResNet18 (the ImageNet layout, width 1) training on in-memory batches of the
-  same images (forward, backward, SGD step): images/s;
+  same images (fetching the batch, forward, backward, SGD step): images/s;
 - ``streamed``: the same training fed by the ``StreamLoader``: images/s.
 
-Each rate is the fastest of ``--repeats`` (the reader's after one untimed epoch; the two training
-rates measured alternately after two untimed steps), so that other work on a shared machine
-disturbs them least.
+The reader's rates are the fastest of ``--repeats`` epochs (after one untimed). The two training
+rates are medians over ``--steps`` steps each, the two loaders taking turns step by step, so that
+other work on a shared machine slows both alike.
 
 It prints ``reader / step`` (how many times faster the reader delivers than ResNet18 consumes) and
 ``streamed / step`` (1.0: training never waits for the reader). Ratios are of one run on one
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -73,23 +74,31 @@ def reader_rate(loader, device: torch.device) -> float:
     return seen / (time.perf_counter() - started)
 
 
-def step_rate(model, optimizer, loader, steps: int, device: torch.device) -> float:
-    """Images per second of ``steps`` training steps on ``loader``'s batches."""
+def step_rates(model, loaders: dict, steps: int, device: torch.device) -> dict[str, float]:
+    """Images per second of training steps fed by each of ``loaders``, taken in turn step by
+    step (so that both see the same machine: other work on a shared one slows both alike), each
+    timed with the fetching of its batch; the median over ``steps`` steps each, after one untimed."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     model.train()
-    batches = loader.epoch(1)
-    _sync(device)
-    started, seen = time.perf_counter(), 0
-    for index, (x, y) in enumerate(batches):
-        loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        seen += x.shape[0]
-        if index + 1 == steps:
-            break
-    _sync(device)
-    batches.close()
-    return seen / (time.perf_counter() - started)
+    epochs = {name: loader.epoch(1) for name, loader in loaders.items()}
+    times: dict[str, list[float]] = {name: [] for name in loaders}
+    images = {}
+    for step in range(steps + 1):
+        for name, batches in epochs.items():
+            _sync(device)
+            started = time.perf_counter()
+            x, y = next(batches)
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            _sync(device)
+            if step:
+                times[name].append(time.perf_counter() - started)
+            images[name] = x.shape[0]
+    for batches in epochs.values():
+        batches.close()
+    return {name: images[name] / statistics.median(seconds) for name, seconds in times.items()}
 
 
 def evict(cache: Path) -> None:
@@ -106,7 +115,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1024)
     parser.add_argument("--sizes", type=int, nargs="+", default=[112, 224])
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for the model")
@@ -149,14 +158,13 @@ def main() -> None:
             }
             torch.manual_seed(0)
             model = build_model(parse_model_config(config)).to(device)
-            optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-            in_memory = train_loader(memory, args.batch, seed=0)
-            step_rate(model, optimizer, in_memory, 2, device)  # untimed: first-call costs
-            rates = {"memory": [], "stream": []}
-            for _ in range(args.repeats):
-                rates["memory"].append(step_rate(model, optimizer, in_memory, args.steps, device))
-                rates["stream"].append(step_rate(model, optimizer, streamed, args.steps, device))
-            step, fed = max(rates["memory"]), max(rates["stream"])
+            rates = step_rates(
+                model,
+                {"memory": train_loader(memory, args.batch, seed=0), "stream": streamed},
+                args.steps,
+                device,
+            )
+            step, fed = rates["memory"], rates["stream"]
             print(f"  reader      warm {warm:10,.0f} images/s   cold {cold:10,.0f} images/s")
             print(f"  ResNet18    in memory {step:8,.1f} images/s   streamed {fed:8,.1f} images/s")
             ratios = f"warm {warm / step:,.0f}x, cold {cold / step:,.0f}x"
