@@ -74,3 +74,16 @@ def test_a_two_worker_replay_resumes_after_kill_9_on_both_workers(searched):
     assert recipe.workers == 2
     _, accuracy = evaluate(model, eval_loader(dataset, 64, split="test"), torch.device("cpu"), recipe)
     assert accuracy == record.history[-1]["test_accuracy"]
+
+
+def test_more_workers_than_the_cluster_holds_are_refused_before_they_wait_forever():
+    from kwsearch.execution import ClusterError, check_workers
+
+    check_workers(2, 1.0, 0.0, {"CPU": 2.0}, "replay.recipe.workers")
+    with pytest.raises(
+        ClusterError,
+        match=r"replay.recipe.workers: 4 workers of 1 CPUs each need 4, but the Ray cluster has 2",
+    ):
+        check_workers(4, 1.0, 0.0, {"CPU": 2.0}, "replay.recipe.workers")
+    with pytest.raises(ClusterError, match="8 workers of 1 GPUs each need 8, but the Ray cluster has 4"):
+        check_workers(8, 1.0, 1.0, {"CPU": 64.0, "GPU": 4.0}, "replay.recipe.workers")

@@ -84,11 +84,10 @@ class DeviceLoader:
             raise ValueError(f"a batch of {batch_size} does not split evenly over {workers} workers")
         self.images = images
         self.labels = labels
-        # The plan is drawn on the CPU (its generator lives there) and moved to the labels' device.
-        self._plan_indices = (
+        # On the CPU: the plan is drawn there (its generator lives there), then moved to the device.
+        self.indices = (
             torch.arange(labels.shape[0]) if indices is None else indices.to(device="cpu", dtype=torch.long)
         )
-        self.indices = self._plan_indices.to(labels.device)
         self.batch_size = batch_size
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
@@ -139,7 +138,7 @@ class DeviceLoader:
 
     def _cpu_plan(self, epoch: int) -> tuple[torch.Tensor, AugmentParams | None]:
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
-        order = self._plan_indices
+        order = self.indices
         if self.shuffle:
             order = order[torch.randperm(self.num_samples, generator=generator)]
         params = None

@@ -2,7 +2,7 @@
 next, one trainable, and the Ray session they run in."""
 
 from kwsearch.execution._driver import WAIT, Driver, Outcome, Run, RunPolicy
-from kwsearch.execution._ray import ClusterError, gpu_share, ray_session, run_tune
+from kwsearch.execution._ray import ClusterError, check_workers, gpu_share, ray_session, run_tune
 from kwsearch.execution._trainable import METRICS
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "Outcome",
     "Run",
     "RunPolicy",
+    "check_workers",
     "gpu_share",
     "ray_session",
     "run_tune",

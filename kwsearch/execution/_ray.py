@@ -59,6 +59,19 @@ def gpu_share(wanted: float | str, cluster: dict[str, float], auto: float, where
     return wanted
 
 
+def check_workers(workers: int, cpus: float, gpus: float, cluster: dict[str, float], where: str) -> None:
+    """Refuse a run of ``workers`` data-parallel workers of ``cpus`` CPUs and ``gpus`` GPUs each
+    that the cluster cannot hold at once (its Ray Train run would wait for them forever). Raises
+    ClusterError naming ``where``."""
+    for name, each in (("CPU", cpus), ("GPU", gpus)):
+        needed, available = workers * each, cluster.get(name, 0.0)
+        if needed > available:
+            raise ClusterError(
+                f"{where}: {workers} workers of {each:g} {name}s each need {needed:g}, but the Ray cluster "
+                f"has {available:g}"
+            )
+
+
 class Resources(Protocol):
     """What each run holds (a study's ``resources`` settings)."""
 

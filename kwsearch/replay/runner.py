@@ -16,7 +16,7 @@ from typing import Any
 
 import optuna
 
-from kwsearch.execution import Driver, Outcome, Run, gpu_share, ray_session, run_tune
+from kwsearch.execution import Driver, Outcome, Run, check_workers, gpu_share, ray_session, run_tune
 from kwsearch.models import parse_model_config
 from kwsearch.records import (
     Costs,
@@ -277,13 +277,18 @@ def run_replay(
         if runs:
             with ray_session(address) as cluster:
                 data = settings.data.model_dump()
+                # a full training keeps a GPU busy: a whole one with "auto" (proxy trials share one)
+                gpus = gpu_share(settings.resources.gpu, cluster, auto=1.0, where="resources.gpu")
+                if full.workers > 1:
+                    check_workers(
+                        full.workers, settings.resources.cpu, gpus, cluster, "replay.recipe.workers"
+                    )
                 policy = ReplayPolicy(found.store, runs, full, data, objectives, on_finish=on_finish)
                 run_tune(
                     Driver(policy),
                     data=data,
                     resources=settings.resources,
-                    # a full training keeps a GPU busy: a whole one with "auto" (proxy trials share one)
-                    gpus=gpu_share(settings.resources.gpu, cluster, auto=1.0, where="resources.gpu"),
+                    gpus=gpus,
                     retries=settings.retries,
                     run_dir=run_dir,
                 )
