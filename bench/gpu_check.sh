@@ -5,7 +5,7 @@
 # Prepare here, once (both folders are ignored by git and travel with `carry`):
 #   mkdir -p .gpu/data/fashion-mnist && cp /usr/share/datasets/fashion-mnist/*.gz .gpu/data/fashion-mnist/
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
-#     --platform manylinux_2_17_x86_64 -d .gpu/wheels pydantic pydantic-core annotated-types typing-inspection
+#     --platform manylinux_2_17_x86_64 -d .gpu/wheels pydantic pydantic-core annotated-types typing-inspection pillow
 #   echo /.gpu/ >> .git/info/exclude
 # Then: run(command="bash bench/gpu_check.sh", carry=[".gpu"], timeout_s=600).
 set -uo pipefail
@@ -25,3 +25,5 @@ python3 bench/ops.py --device cuda --reps 5 2>&1 | tee "$OUT/ops.txt"
 # The trainer against a hand-written loop, eager and compiled (is compile worth making the default?).
 python3 bench/train.py throughput --device cuda --steps 30 2>&1 | tee "$OUT/train.txt"
 python3 bench/train.py throughput --device cuda --steps 30 --compile 2>&1 | tee "$OUT/train_compiled.txt"
+# Streaming a prepared cache: does the reader (pinned memory, non-blocking copies) keep ResNet18 fed?
+python3 bench/stream.py --device cuda --images 8192 --batch 256 --steps 20 --threads 8 2>&1 | tee "$OUT/stream.txt"

@@ -207,7 +207,7 @@ def _layer_paths(model, batch_shape: tuple[int, ...], device) -> list:
 def train(
     model_yaml: Path = typer.Argument(..., help="A model config (YAML)."),
     data: str = typer.Option(
-        ..., "--data", help="Data set: fashion-mnist, mnist, cifar10, cifar100, folder, synthetic."
+        ..., "--data", help="Data set: fashion-mnist, mnist, cifar10, cifar100, folder, prepared, synthetic."
     ),
     epochs: int | None = typer.Option(None, "--epochs", help="Epochs (default: the recipe's)."),
     train_subset: int | None = typer.Option(
@@ -218,6 +218,11 @@ def train(
     seed: int | None = typer.Option(None, "--seed"),
     recipe_yaml: Path | None = typer.Option(
         None, "--recipe", help="A recipe (YAML); options above override it."
+    ),
+    preset: str | None = typer.Option(
+        None,
+        "--preset",
+        help="A published recipe to start from (docs/replay.md); the recipe file and options win.",
     ),
     data_root: Path | None = typer.Option(None, "--data-root", help="Where the data set's files are."),
     checkpoint_dir: Path | None = typer.Option(
@@ -247,6 +252,7 @@ def train(
         "batch_size": batch_size,
         "lr": lr,
         "seed": seed,
+        "preset": preset,
     }
 
     def recipe_error(message: str) -> str:
@@ -314,6 +320,40 @@ def train(
     else:
         accuracy = summary["val_accuracy"]
         typer.echo(f"{result.params:,} parameters, val accuracy {accuracy:.4f}, {result.seconds:.1f} s")
+
+
+@app.command()
+def prepare(
+    source: Path = typer.Argument(
+        ..., help="An image folder: a folder of images per class, or train/ and val/ (or test/) of them."
+    ),
+    out: Path = typer.Argument(..., help="The cache folder to write: the `prepared` data set's root."),
+    size: int = typer.Option(..., "--size", help="Shorter side in pixels; the centre square is kept."),
+    mode: str = typer.Option("RGB", "--mode", help="RGB, or L for grey."),
+    workers: int | None = typer.Option(None, "--workers", help="Decoding threads (default: one per core)."),
+    verify: bool = typer.Option(False, "--verify", help="Then re-read every image against its digest."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Prepare an image folder once for training: uint8 images on disk, read in memory or streamed
+    (data set `prepared`); an interrupted preparation resumes where it stopped."""
+    from kwsearch.data import DataSourceError, prepare_image_cache, verify_image_cache
+
+    try:
+        summary = prepare_image_cache(source, out, size, mode=mode, workers=workers)
+        verified = verify_image_cache(out) if verify else None
+    except ValueError as error:
+        raise _bad_input(f"{source}: {error}") from None
+    except DataSourceError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=1) from None
+    if as_json:
+        typer.echo(json.dumps({**summary.as_dict(), "verified_chunks": verified}))
+        return
+    parts = ", ".join(f"{part} {count:,}" for part, count in summary.parts.items())
+    typer.echo(
+        f"{out}: {parts} images at {size}x{size} {mode} ({summary.chunks} chunks, {summary.reused} done "
+        f"before) in {summary.seconds:.1f} s" + ("; every chunk verified" if verify else "")
+    )
 
 
 @app.command()

@@ -75,7 +75,7 @@ def test_the_report_of_a_real_study_shows_its_front_baselines_and_budget(tiny, t
     history = pd.read_csv(files.history_csv)
     assert {"val_accuracy", "epoch", "val_images"} <= set(history.columns)
     # every accuracy carries its interval (64 validation images); KernelWarehouse trials the
-    # temperature they reached (annealed to 0 over the default 1/15 of the 2 epochs, so already after the first)
+    # temperature they reached (annealed to 0 over the default 1/15 of the 2 epochs: by the end of the first)
     complete = table[(table["status"] == "complete") & (table["kind"] == "search")]
     assert (complete["accuracy_low"] <= complete["accuracy"]).all()
     assert (complete["accuracy"] <= complete["accuracy_high"]).all()

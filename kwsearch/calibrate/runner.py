@@ -162,11 +162,13 @@ def _continued_plan(
             f"give --configs {count} (or leave it out), {start_over}"
         )
     full = _full_recipe(study)
-    if stored.full_recipe != full:
+    # a recipe stored by an earlier release, with the fields added since at their defaults
+    stored_full = Recipe.model_validate(stored.full_recipe).model_dump(mode="json")
+    if stored_full != full:
         changed = ", ".join(
-            f"{k}: {stored.full_recipe.get(k)!r} -> {full.get(k)!r}"
+            f"{k}: {stored_full.get(k)!r} -> {full.get(k)!r}"
             for k in full
-            if stored.full_recipe.get(k) != full.get(k)
+            if stored_full.get(k) != full.get(k)
         )
         raise CalibrationError(
             f"{study.where}: replay.recipe: {changed} {calibrated}; restore it, {start_over}"

@@ -1,6 +1,7 @@
 """Data sets kwsearch trains on: sources (find, download, verify), `load_dataset` (tensors on the
-training device, cached per process), proxy controls (stratified subsets, validation splits,
-resolution), on-device augmentation and the `DeviceLoader`."""
+training device, cached per process), image folders prepared once into an on-disk cache (read in
+memory or streamed), proxy controls (stratified subsets, validation splits, resolution), on-device
+augmentation, the `DeviceLoader` and the `StreamLoader`."""
 
 from kwsearch.data.augment import (
     Augmentation,
@@ -15,10 +16,11 @@ from kwsearch.data.augment import (
 )
 from kwsearch.data.cifar import read_cifar_archive
 from kwsearch.data.datasets import (
+    STREAMED,
     Dataset,
     DataShape,
+    StreamedDataset,
     UnknownDatasetError,
-    channel_stats,
     clear_dataset_cache,
     dataset_names,
     dataset_shape,
@@ -26,7 +28,15 @@ from kwsearch.data.datasets import (
 )
 from kwsearch.data.folder import read_image_folder
 from kwsearch.data.idx import read_idx_bytes
-from kwsearch.data.loader import DeviceLoader, epoch_seed, eval_loader, train_loader
+from kwsearch.data.loader import DeviceLoader, StreamLoader, epoch_seed, eval_loader, train_loader
+from kwsearch.data.pixel_stats import channel_stats
+from kwsearch.data.prepared import (
+    ImageCache,
+    PrepareSummary,
+    open_image_cache,
+    prepare_image_cache,
+    verify_image_cache,
+)
 from kwsearch.data.resize import resize_images
 from kwsearch.data.sources import (
     CIFAR10,
@@ -51,6 +61,7 @@ __all__ = [
     "CIFAR100",
     "FASHION_MNIST",
     "MNIST",
+    "STREAMED",
     "AugmentParams",
     "Augmentation",
     "DataShape",
@@ -59,6 +70,10 @@ __all__ = [
     "DatasetSpec",
     "DeviceLoader",
     "FileSpec",
+    "ImageCache",
+    "PrepareSummary",
+    "StreamLoader",
+    "StreamedDataset",
     "UnknownDatasetError",
     "apply_normalization",
     "augment",
@@ -79,6 +94,8 @@ __all__ = [
     "mnist",
     "normalization_constants",
     "normalize",
+    "open_image_cache",
+    "prepare_image_cache",
     "random_crop",
     "read_cifar_archive",
     "read_idx_bytes",
@@ -88,4 +105,5 @@ __all__ = [
     "synthetic",
     "train_loader",
     "train_val_split",
+    "verify_image_cache",
 ]

@@ -31,8 +31,9 @@ def cache_path(root: str | Path, size: int | tuple[int, int], mode: str = "RGB")
     return Path(root) / f".kwsearch-cache-{height}x{width}-{mode}.pt"
 
 
-def _list_images(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
-    """Return the class names (sorted) and every image as (path, class index), sorted by path."""
+def list_images(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    """Return the class names (sorted) and every image as (path, class index), sorted by path.
+    Raises DataSourceError when ``root`` is missing or holds no images."""
     if not root.is_dir():
         raise DataSourceError(f"{root}: no such folder (expected one sub-folder of images per class)")
     classes, files = [], []
@@ -53,7 +54,9 @@ def _list_images(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
     return classes, files
 
 
-def _fingerprint(root: Path, files: list[tuple[Path, int]], size: tuple[int, int], mode: str) -> str:
+def fingerprint(root: Path, files: list[tuple[Path, int]], size: tuple[int, int], mode: str) -> str:
+    """A digest of ``files`` (paths under ``root``, sizes, modification times) read at ``size`` in
+    ``mode``: it changes when any file is added, removed or rewritten."""
     digest = hashlib.sha256(f"{size[0]}x{size[1]}-{mode}\n".encode())
     for path, _ in files:
         stat = path.stat()
@@ -109,8 +112,8 @@ def read_image_folder(
         raise ValueError(f"mode must be one of {', '.join(_MODES)}, got {mode!r}")
     root = Path(root)
     size = as_size(size)
-    classes, files = _list_images(root)
-    key = _fingerprint(root, files, size, mode)
+    classes, files = list_images(root)
+    key = fingerprint(root, files, size, mode)
     path = cache_path(root, size, mode)
     cached = _load_cache(path, key) if use_cache else None
     if cached is not None:

@@ -2,7 +2,14 @@
 next, one trainable, and the Ray session they run in."""
 
 from kwsearch.execution._driver import WAIT, Driver, Outcome, Run, RunPolicy
-from kwsearch.execution._ray import ClusterError, gpus_per_run, ray_session, run_tune
+from kwsearch.execution._ray import (
+    ClusterError,
+    check_workers,
+    cluster_total,
+    gpus_per_run,
+    ray_session,
+    run_tune,
+)
 from kwsearch.execution._trainable import METRICS
 
 __all__ = [
@@ -13,6 +20,8 @@ __all__ = [
     "Outcome",
     "Run",
     "RunPolicy",
+    "check_workers",
+    "cluster_total",
     "gpus_per_run",
     "ray_session",
     "run_tune",

@@ -71,6 +71,29 @@ def ray_session(address: str | None) -> Iterator[dict[str, float]]:
             ray.shutdown()
 
 
+def check_workers(workers: int, cpus: float, gpus: float, cluster: dict[str, float], where: str) -> None:
+    """Refuse a run of ``workers`` data-parallel workers of ``cpus`` CPUs and ``gpus`` GPUs each
+    that the cluster (``cluster``: its nodes' resources together, :func:`cluster_total`) cannot
+    hold at once: its Ray Train run would wait for them for ever. Raises ClusterError naming
+    ``where``."""
+    for name, each in (("CPU", cpus), ("GPU", gpus)):
+        needed, available = workers * each, cluster.get(name, 0.0)
+        if needed > available:
+            raise ClusterError(
+                f"{where}: {workers} workers of {each:g} {name}s each need {needed:g}, but the Ray cluster "
+                f"has {available:g}"
+            )
+
+
+def cluster_total() -> dict[str, float]:
+    """The CPUs and GPUs of every node of the Ray cluster together (a data-parallel run's
+    workers may be placed on several nodes)."""
+    import ray
+
+    total = ray.cluster_resources()
+    return {key: float(total.get(key, 0.0)) for key in ("CPU", "GPU")}
+
+
 class Resources(Protocol):
     """What each run holds (a study's ``resources`` settings)."""
 
@@ -108,16 +131,25 @@ def run_tune(
     scheduler=None,
 ) -> None:
     """Run the one trainable on ``data`` as Ray Tune trials, each holding ``resources`` and
-    ``gpus``, until ``driver`` has nothing more to propose; a run whose worker dies is restarted
-    up to ``retries`` times. Ray's result folders (``run_dir/ray``) are scratch: the driver's
-    policy writes the study's storage."""
+    ``gpus`` (a run of several data-parallel workers: each of its workers), until ``driver`` has
+    nothing more to propose; a run whose worker dies is restarted up to ``retries`` times. Ray's
+    result folders (``run_dir/ray``) are scratch: the driver's policy writes the study's storage."""
     from ray import tune
 
     from kwsearch.execution._trainable import train_run
 
-    trainable = tune.with_parameters(train_run, data=data, threads=resources.torch_threads)
+    def trial_resources(config: dict[str, Any]) -> tune.PlacementGroupFactory:
+        if config["recipe"].workers == 1:
+            return tune.PlacementGroupFactory([{"CPU": resources.cpu, "GPU": gpus}])
+        # A data-parallel run's workers (a Ray Train run) hold its CPUs and GPUs; its trial only
+        # waits for them. Ray refuses a trial that asks for nothing: it asks for one byte of memory.
+        return tune.PlacementGroupFactory([{"memory": 1}])
+
+    trainable = tune.with_parameters(
+        train_run, data=data, threads=resources.torch_threads, cpus=resources.cpu, gpus=gpus
+    )
     tuner = tune.Tuner(
-        tune.with_resources(trainable, {"cpu": resources.cpu, "gpu": gpus}),
+        tune.with_resources(trainable, trial_resources),
         tune_config=tune.TuneConfig(
             search_alg=driver,
             scheduler=scheduler,

@@ -16,7 +16,16 @@ from typing import Any
 
 import optuna
 
-from kwsearch.execution import Driver, Outcome, Run, gpus_per_run, ray_session, run_tune
+from kwsearch.execution import (
+    Driver,
+    Outcome,
+    Run,
+    check_workers,
+    cluster_total,
+    gpus_per_run,
+    ray_session,
+    run_tune,
+)
 from kwsearch.models import parse_model_config
 from kwsearch.records import (
     Costs,
@@ -119,9 +128,13 @@ def _recipe_record(recipe: Recipe) -> dict[str, Any]:
 
 def check_recipe(target: ReplayTarget, recipe: Recipe) -> None:
     """One recipe per study's replays, so that they compare: the first replay fixes it (it is
-    stored as the runs start). Raises ReplayError for another recipe than the stored one."""
+    stored as the runs start). Raises ReplayError for another recipe than the stored one. (A
+    recipe stored by an earlier release reads with the fields added since at their defaults,
+    which train as it did.)"""
     stored = target.store.replay_recipe()
     wanted = _recipe_record(recipe)
+    if stored is not None:
+        stored = _recipe_record(Recipe.model_validate(stored))
     if stored is not None and stored != wanted:
         changed = ", ".join(
             f"{k}: {stored.get(k)!r} -> {wanted.get(k)!r}" for k in wanted if stored.get(k) != wanted.get(k)
@@ -274,6 +287,9 @@ def run_replay(
             with ray_session(address) as node:
                 # a full training keeps a GPU busy: a whole one with "auto" (proxy trials share one)
                 gpus = gpus_per_run(settings.resources, node, auto=1.0, where=f"{target}: resources")
+                if full.workers > 1:
+                    where = f"{target}: replay.recipe.workers"
+                    check_workers(full.workers, settings.resources.cpu, gpus, cluster_total(), where)
                 if found.store.replay_recipe() is None:
                     found.store.set_replay_recipe(_recipe_record(full))
                 data = settings.data.model_dump()

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from kwsearch.data import DataShape, dataset_names, dataset_shape
+from kwsearch.data import DataShape, DataSourceError, dataset_names, dataset_shape
 from kwsearch.models import ModelConfig, ModelConfigError, backbone_names, parse_model_config
 from kwsearch.models.presets import kw_preset
 from kwsearch.nn import family_names
@@ -176,9 +176,12 @@ class DataSettings(BaseModel):
         return name
 
     @model_validator(mode="after")
-    def _folder_has_root(self) -> DataSettings:
-        if self.name.strip().lower() == "folder" and self.root is None:
+    def _has_root(self) -> DataSettings:
+        name = self.name.strip().lower()
+        if name == "folder" and self.root is None:
             raise ValueError("root: the folder data set needs a root (a folder of class folders of images)")
+        if name == "prepared" and self.root is None:
+            raise ValueError("root: the prepared data set needs a root (a folder `kwsearch prepare` wrote)")
         return self
 
 
@@ -426,9 +429,11 @@ def data_shape(study: Study) -> DataShape:
     """The images the proxy trains on. Raises StudyError for options the data set does not take."""
     data = study.settings.data
     try:
-        return dataset_shape(data.name, study.settings.proxy.resolution, **data.options)
+        return dataset_shape(data.name, study.settings.proxy.resolution, data.root, **data.options)
     except ValueError as error:
         raise StudyError(f"{study.where}: data.options: {error}") from None
+    except DataSourceError as error:  # a prepared cache that is not there (or damaged)
+        raise StudyError(f"{study.where}: data.root: {error}") from None
 
 
 def _temperature_field(space: Space, config: dict[str, Any]) -> str:

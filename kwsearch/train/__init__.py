@@ -1,5 +1,7 @@
 """The one trainer, for proxy trials, `kwsearch train` and replay."""
 
+from kwsearch.train.parallel import ONE, DataParallel, Workers
+from kwsearch.train.presets import RECIPE_PRESETS, RecipePreset
 from kwsearch.train.recipe import Recipe
 from kwsearch.train.run import (
     RecipeError,
@@ -20,11 +22,16 @@ from kwsearch.train.trainer import (
 )
 
 __all__ = [
+    "ONE",
+    "RECIPE_PRESETS",
+    "DataParallel",
     "OutOfMemory",
     "Recipe",
     "RecipeError",
+    "RecipePreset",
     "TrainResult",
     "TrainingDiverged",
+    "Workers",
     "choose_training_paths",
     "default_device",
     "evaluate",

@@ -40,15 +40,20 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     groups = parameter_groups(model, recipe.weight_decay)
     if recipe.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.momentum > 0)
+        nesterov = recipe.nesterov and recipe.momentum > 0
+        return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=nesterov)
     return torch.optim.AdamW(groups, lr=recipe.lr, betas=recipe.betas)
 
 
 def learning_rate(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
-    """Linear warmup from 0 to ``lr`` over ``warmup_epochs``, then cosine down to ``min_lr``."""
+    """Linear warmup from 0 to ``lr`` over ``warmup_epochs``, then cosine down to ``min_lr``, or
+    (``lr_schedule: step``) ``lr`` times ``lr_gamma`` for each of ``lr_steps`` (fractions of the
+    whole run) already passed."""
     total = recipe.epochs * steps_per_epoch
     warmup = round(recipe.warmup_epochs * steps_per_epoch)
     if step < warmup:
         return recipe.lr * (step + 1) / warmup
+    if recipe.lr_schedule == "step":
+        return recipe.lr * recipe.lr_gamma ** sum(1 for f in recipe.lr_steps if step >= round(f * total))
     progress = (step - warmup) / max(total - warmup, 1)
     return recipe.min_lr + (recipe.lr - recipe.min_lr) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))

@@ -1,7 +1,8 @@
 """Train one model config on one data set by one recipe: what ``kwsearch train``, search trials and
-replay call. Data are loaded once per process (and device) and split here: validation is held out
-of the training set, the proxy subset is drawn from what remains, the test set is used only when
-the recipe asks for it."""
+replay call (each data-parallel worker of a replay too, on its share of every batch). Data are
+loaded once per process (and device) and split here: validation is held out of the training set,
+the proxy subset is drawn from what remains, the test set is used only when the recipe asks for
+it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 from pydantic import ValidationError
 
 from kwsearch.data import (
+    STREAMED,
     Augmentation,
     eval_loader,
     load_dataset,
@@ -20,6 +22,7 @@ from kwsearch.data import (
     train_val_split,
 )
 from kwsearch.models import ModelConfig, ModelConfigError, build_model, check_input
+from kwsearch.train.parallel import ONE, Workers, worker_seed
 from kwsearch.train.recipe import Recipe
 from kwsearch.train.trainer import StepHook, TrainResult, fit
 from kwsearch.validation import describe
@@ -106,14 +109,31 @@ def train_model(
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     step_hooks: Sequence[StepHook] = (),
     progress: bool | None = None,
+    workers: Workers = ONE,
 ) -> TrainResult:
     """Train ``config`` on ``data`` (``data_options`` go to :func:`kwsearch.data.load_dataset`) by
-    ``recipe``. Raises ModelConfigError when the model does not
-    fit the data (classes, channels), RecipeError for data controls the data cannot meet, and what
-    :func:`kwsearch.train.trainer.fit` raises."""
+    ``recipe``, as this process's share of ``workers`` (all of it by default). Raises
+    ModelConfigError when the model does not fit the data (classes, channels), RecipeError for data
+    controls the data cannot meet and for a recipe of several workers run as one (they run through
+    Ray: ``kwsearch replay``), and what :func:`kwsearch.train.trainer.fit` raises."""
+    if recipe.workers != workers.size:
+        raise RecipeError(
+            f"workers: {recipe.workers} data-parallel workers train through Ray Train (a replay: `kwsearch "
+            f"replay`); this process is {workers.size} of them"
+        )
+    if recipe.data_loading == "stream" and data.strip().lower() not in STREAMED:
+        raise RecipeError(
+            f"data_loading: stream reads an image cache from disk (data set {', '.join(STREAMED)}, written "
+            f"by `kwsearch prepare`); {data} is held in memory"
+        )
     device = device or default_device()
     dataset = load_dataset(
-        data, root=data_root, device=device, image_size=recipe.resolution, **(data_options or {})
+        data,
+        root=data_root,
+        device=device,
+        image_size=recipe.resolution,
+        loading=recipe.data_loading,
+        **(data_options or {}),
     )
     if config.num_classes != dataset.num_classes:
         raise ModelConfigError(
@@ -157,15 +177,17 @@ def train_model(
         seed=recipe.seed,
         augmentation=augmentation,
         channels_last=channels_last,
+        shard=workers.shard,
     )
-    val = eval_loader(
-        dataset, recipe.eval_batch_size, split="train", indices=val_idx, channels_last=channels_last
-    )
+    evaluation = {"channels_last": channels_last, "shard": workers.shard}
+    val = eval_loader(dataset, recipe.eval_batch_size, split="train", indices=val_idx, **evaluation)
     test = None
     if recipe.evaluate_test:
-        test = eval_loader(dataset, recipe.eval_batch_size, split="test", channels_last=channels_last)
+        test = eval_loader(dataset, recipe.eval_batch_size, split="test", **evaluation)
     torch.manual_seed(recipe.seed)
     model = build_model(config)
+    if workers.rank:  # the same initial model everywhere (DDP starts from rank 0's), own draws after
+        torch.manual_seed(worker_seed(recipe.seed, workers.rank))
     run_info = {
         "model": config.model_dump(mode="json"),
         "data": data,
@@ -184,4 +206,5 @@ def train_model(
         on_epoch=on_epoch,
         step_hooks=step_hooks,
         progress=progress,
+        workers=workers,
     )

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -37,13 +37,21 @@ class DynamicSparsity:
     """Masks the target weights of ``model`` (registering one mask buffer per target, all true
     until :meth:`initialize` or a checkpoint sets them) and rewires them during training.
 
-    ``total_steps`` is the length of training, over which the prune rate decays.
+    ``total_steps`` is the length of training, over which the prune rate decays. ``share`` makes the
+    masks equal on every data-parallel worker (to rank 0's, whose SNIP batch and random draws then
+    decide, as SLaK broadcasts its masks from rank 0), after they are drawn and after each rewiring.
     """
 
     def __init__(
-        self, model: nn.Module, settings: SparseTraining, optimizer: torch.optim.Optimizer, total_steps: int
+        self,
+        model: nn.Module,
+        settings: SparseTraining,
+        optimizer: torch.optim.Optimizer,
+        total_steps: int,
+        share: Callable[[Iterable[torch.Tensor]], None] = lambda tensors: None,
     ) -> None:
         self.settings = settings
+        self.share = share
         self.optimizer = optimizer
         self.total_steps = total_steps
         modules = sparse_targets(model, settings.sparse_targets)
@@ -59,11 +67,15 @@ class DynamicSparsity:
 
     @classmethod
     def for_model(
-        cls, model: nn.Module, optimizer: torch.optim.Optimizer, total_steps: int
+        cls,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        total_steps: int,
+        share: Callable[[Iterable[torch.Tensor]], None] = lambda tensors: None,
     ) -> DynamicSparsity | None:
         """The sparse training ``model``'s conv family asked for, or None for a dense model."""
         settings = sparse_training(model)
-        return None if settings is None else cls(model, settings, optimizer, total_steps)
+        return None if settings is None else cls(model, settings, optimizer, total_steps, share)
 
     # -- initial masks -------------------------------------------------------------------------
 
@@ -80,6 +92,7 @@ class DynamicSparsity:
                 live = torch.zeros(mask.numel(), dtype=torch.bool, device=mask.device)
                 live[torch.randperm(mask.numel(), device=mask.device)[: counts[name]]] = True
                 mask.copy_(live.view(mask.shape))
+        self.share(self._mask_list)
         self.apply()
 
     def _snip_counts(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, int]:
@@ -119,7 +132,7 @@ class DynamicSparsity:
     def rewire(self, rate: float) -> dict[str, int]:
         """Prune ``ceil(rate * live)`` weights of each layer and regrow as many; returns the count
         moved per layer (fewer when a layer has fewer dead weights to regrow into)."""
-        moved = {}
+        moved, was_dead = {}, {}
         with torch.no_grad():
             for name, mask in self.masks.items():
                 weight = self.weights[name]
@@ -128,16 +141,18 @@ class DynamicSparsity:
                 moved[name] = count
                 if count == 0:
                     continue
-                was_dead = ~mask
+                was_dead[name] = ~mask
                 # smallest magnitudes among the live weights (dead ones rank last)
-                magnitude = weight.abs().masked_fill(was_dead, math.inf)
+                magnitude = weight.abs().masked_fill(was_dead[name], math.inf)
                 pruned = torch.topk(magnitude.flatten(), count, largest=False, sorted=False).indices
-                grown = self._growth_positions(weight, was_dead, count)
+                grown = self._growth_positions(weight, was_dead[name], count)
                 flat = mask.flatten()
                 flat[pruned] = False
                 flat[grown] = True
                 mask.copy_(flat.view_as(mask))
-                self._reset_state(weight, was_dead | ~mask)
+            self.share(self._mask_list)
+            for name, dead in was_dead.items():
+                self._reset_state(self.weights[name], dead | ~self.masks[name])
         self.apply()
         return moved
 

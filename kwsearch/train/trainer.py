@@ -23,6 +23,7 @@ from torch import nn
 from kwsearch.nn import LayerPaths, TemperatureSchedule, choose_paths, set_temperature
 from kwsearch.train.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from kwsearch.train.optim import learning_rate, make_optimizer
+from kwsearch.train.parallel import ONE, Workers
 from kwsearch.train.recipe import Recipe
 from kwsearch.train.sparse import DynamicSparsity
 
@@ -132,9 +133,10 @@ def _progress(iterable: Iterable, total: int, description: str, enabled: bool | 
 
 
 def evaluate(
-    model: nn.Module, batches: BatchSource, device: torch.device, recipe: Recipe
+    model: nn.Module, batches: BatchSource, device: torch.device, recipe: Recipe, workers: Workers = ONE
 ) -> tuple[float, float]:
-    """(mean loss, accuracy) of ``model`` over every batch of ``batches``."""
+    """(mean loss, accuracy) of ``model`` over every batch of ``batches`` (each worker's share,
+    summed over the ``workers``)."""
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -145,7 +147,8 @@ def evaluate(
             loss_sum += F.cross_entropy(logits, y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
             seen += y.numel()
-    return loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1)
+    loss_sum, correct, total = workers.sum(loss_sum, correct, torch.tensor(seen, device=device))
+    return loss_sum.item() / max(total.item(), 1), correct.item() / max(total.item(), 1)
 
 
 def fit(
@@ -162,6 +165,7 @@ def fit(
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     step_hooks: Sequence[StepHook] = (),
     progress: bool | None = None,
+    workers: Workers = ONE,
 ) -> TrainResult:
     """Train ``model`` by ``recipe``; evaluate on ``val`` (and ``test`` if given) every epoch.
 
@@ -171,10 +175,12 @@ def fit(
     :class:`kwsearch.train.sparse.DynamicSparsity`; its masks are model buffers, so checkpoints
     carry them. Before the first step every dynamic layer's execution path is chosen for the
     training batch (:func:`choose_training_paths`: timed on the device, or read from the path
-    cache). ``on_epoch`` receives each epoch's metrics. Raises TrainingDiverged when a loss it
-    computes diverges (:func:`check_loss`: the training loss as it goes and every epoch's
-    training, validation and test mean losses), and OutOfMemory when the device runs out of
-    memory.
+    cache). ``on_epoch`` receives each epoch's metrics. With data-parallel ``workers`` every
+    worker calls ``fit`` with its share of the batches (the loaders' shard): gradients, metrics
+    and SLaK's masks are shared, rank 0 writes the checkpoint and every worker resumes from it.
+    Raises TrainingDiverged when a loss it computes diverges (:func:`check_loss`: the training
+    loss as it goes and every epoch's training, validation and test mean losses, all summed over
+    the workers), and OutOfMemory when the device runs out of memory.
     """
     started = time.perf_counter()
     run_info = run_info or {}
@@ -184,7 +190,7 @@ def fit(
     optimizer = make_optimizer(model, recipe)
     steps_per_epoch = len(train)
     # Before a checkpoint is loaded: the masks are buffers it restores.
-    sparsity = DynamicSparsity.for_model(model, optimizer, recipe.epochs * steps_per_epoch)
+    sparsity = DynamicSparsity.for_model(model, optimizer, recipe.epochs * steps_per_epoch, workers.share)
     history: list[dict[str, float]] = []
     first_epoch, step = 0, 0
     saved = load_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
@@ -197,7 +203,7 @@ def fit(
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         first_epoch, step, history = saved["epoch"], saved["step"], saved["history"]
-        restore_rng_state(saved["rng"])
+        restore_rng_state(saved.get("worker_rng", [saved["rng"]])[workers.rank])
     elif sparsity is not None:
         train.set_epoch(0)
         sparsity.initialize(model, train)
@@ -206,7 +212,7 @@ def fit(
     train.set_epoch(first_epoch)
     choose_training_paths(model, next(iter(train))[0], recipe)
     # Static shapes: training batches never change size (the loader drops a short last batch).
-    network = torch.compile(model, dynamic=False) if recipe.compile else model
+    network = torch.compile(workers.wrap(model), dynamic=False) if recipe.compile else workers.wrap(model)
     # A NaN check is a host-device synchronisation: every step on CPU, every 50 on a GPU.
     check_every = 1 if device.type == "cpu" else 50
     params = sum(p.numel() for p in model.parameters())
@@ -248,11 +254,14 @@ def fit(
                         f"the training loss became {loss_sum.item()} at epoch {epoch + 1}, step {step} "
                         f"(lr {lr:.3g}); lower the learning rate or set grad_clip"
                     )
+            loss_sum, correct, total = workers.sum(loss_sum, correct, torch.tensor(seen, device=device))
+            seen = int(total.item())
             train_loss = loss_sum.item() / max(seen, 1)  # synchronises: the pass has finished
             train_seconds = time.perf_counter() - epoch_started
             num_classes = logits.shape[-1]
             check_loss("training", train_loss, num_classes, epoch + 1, lr)
-            val_loss, val_accuracy = evaluate(network, val, device, recipe)
+            workers.share(model.buffers())  # every worker evaluates (and saves) rank 0's BN statistics
+            val_loss, val_accuracy = evaluate(network, val, device, recipe, workers)
             check_loss("validation", val_loss, num_classes, epoch + 1, lr)
             metrics = {
                 "epoch": epoch + 1,
@@ -271,11 +280,14 @@ def fit(
                 "epoch_seconds": time.perf_counter() - epoch_started,
             }
             if test is not None:
-                metrics["test_loss"], metrics["test_accuracy"] = evaluate(network, test, device, recipe)
+                metrics["test_loss"], metrics["test_accuracy"] = evaluate(
+                    network, test, device, recipe, workers
+                )
                 metrics["test_images"] = getattr(test, "num_samples", None)
                 check_loss("test", metrics["test_loss"], num_classes, epoch + 1, lr)
             history.append(metrics)
-            if checkpoint_dir is not None:
+            random_states = workers.gather(rng_state())
+            if checkpoint_dir is not None and workers.is_main:
                 save_checkpoint(
                     checkpoint_dir,
                     {
@@ -284,7 +296,8 @@ def fit(
                         "epoch": epoch + 1,
                         "step": step,
                         "history": history,
-                        "rng": rng_state(),
+                        "rng": random_states[0],
+                        **({"worker_rng": random_states} if workers.size > 1 else {}),
                         "run": run_info,
                     },
                 )
