@@ -208,23 +208,13 @@ class ReplayRecord:
     @classmethod
     def from_frozen(cls, trial: FrozenTrial) -> ReplayRecord:
         attrs = trial.user_attrs
-        export = attrs.get(EXPORT)
         return cls(
             number=trial.number,
             status=_status(trial),
             proxy_trial=int(attrs[PROXY_TRIAL]),
             seed=int(attrs[SEED]),
             config=attrs.get(CONFIG),
-            costs=Costs.from_dict(attrs.get(COSTS)),
-            recipe=attrs.get(RECIPE),
-            history=list(attrs.get(HISTORY) or []),
-            val_accuracy=attrs.get(VAL_ACCURACY),
-            test_accuracy=attrs.get(TEST_ACCURACY),
-            seconds=float(attrs.get(SECONDS) or 0.0),
-            export=Path(export) if export else None,
-            error=attrs.get(ERROR),
-            traceback=attrs.get(TRACEBACK),
-            resumed_from_epoch=attrs.get(RESUMED_FROM_EPOCH),
+            **_run_fields(attrs),
         )
 
     def attributes(self) -> dict[str, Any]:
@@ -272,21 +262,29 @@ class CalibrationRecord:
     @classmethod
     def from_frozen(cls, trial: FrozenTrial) -> CalibrationRecord:
         attrs = trial.user_attrs
-        export = attrs.get(EXPORT)
         return cls(
             number=trial.number,
             status=_status(trial),
             kind=attrs[KIND],
             seed=int(attrs[SEED]),
             config=attrs[CONFIG],
-            costs=Costs.from_dict(attrs.get(COSTS)),
-            recipe=attrs.get(RECIPE),
-            history=list(attrs.get(HISTORY) or []),
-            val_accuracy=attrs.get(VAL_ACCURACY),
-            test_accuracy=attrs.get(TEST_ACCURACY),
-            seconds=float(attrs.get(SECONDS) or 0.0),
-            export=Path(export) if export else None,
-            error=attrs.get(ERROR),
-            traceback=attrs.get(TRACEBACK),
-            resumed_from_epoch=attrs.get(RESUMED_FROM_EPOCH),
+            **_run_fields(attrs),
         )
+
+
+def _run_fields(attrs: dict[str, Any]) -> dict[str, Any]:
+    """What a stored replay or calibration run holds beside its identity: costs, recipe,
+    history, accuracies, time, folder, error and the epoch it resumed from."""
+    export = attrs.get(EXPORT)
+    return {
+        "costs": Costs.from_dict(attrs.get(COSTS)),
+        "recipe": attrs.get(RECIPE),
+        "history": list(attrs.get(HISTORY) or []),
+        "val_accuracy": attrs.get(VAL_ACCURACY),
+        "test_accuracy": attrs.get(TEST_ACCURACY),
+        "seconds": float(attrs.get(SECONDS) or 0.0),
+        "export": Path(export) if export else None,
+        "error": attrs.get(ERROR),
+        "traceback": attrs.get(TRACEBACK),
+        "resumed_from_epoch": attrs.get(RESUMED_FROM_EPOCH),
+    }

@@ -37,6 +37,8 @@ class RecipePreset:
     not_applied: tuple[str, ...]
 
 
+_IMAGENET = {"resolution": (224, 224), "augment": True}
+
 # ConvNeXt's training script, which KernelWarehouse and SLaK both build on (their main.py
 # defaults): timm's RandAugment, mixing, random erasing and bicubic random-resized crops.
 _CONVNEXT_AUGMENTATION = (
@@ -45,27 +47,29 @@ _CONVNEXT_AUGMENTATION = (
     "mixup 0.8, cutmix 1.0",
     "random erasing 0.25",
 )
+# ConvNeXt's optimisation, the same in both main.py files: 300 epochs of AdamW at a batch of
+# 4096, 20 warmup epochs, cosine to 1e-6, label smoothing 0.1.
+_CONVNEXT_RECIPE = {
+    **_IMAGENET,
+    "epochs": 300,
+    "batch_size": 4096,
+    "optimizer": "adamw",
+    "lr": 4e-3,
+    "betas": (0.9, 0.999),
+    "weight_decay": 0.05,
+    "warmup_epochs": 20,
+    "lr_schedule": "cosine",
+    "min_lr": 1e-6,
+    "label_smoothing": 0.1,
+}
 _RESIZED_CROPS = (
     "random-resized crops (torchvision's RandomResizedCrop(224); test: resize 256, centre 224)",
 )
-_IMAGENET = {"resolution": (224, 224), "augment": True}
 
 _PRESETS = (
     RecipePreset(
         "kw_resnet_imagenet",
-        {
-            **_IMAGENET,
-            "epochs": 300,
-            "batch_size": 4096,
-            "optimizer": "adamw",
-            "lr": 4e-3,
-            "betas": (0.9, 0.999),
-            "weight_decay": 0.05,
-            "warmup_epochs": 20,
-            "lr_schedule": "cosine",
-            "min_lr": 1e-6,
-            "label_smoothing": 0.1,
-        },
+        _CONVNEXT_RECIPE,
         "OSVAI/KernelWarehouse main.py defaults (300 epochs, AdamW lr 4e-3 at a batch of 4096, weight "
         "decay 0.05, 20 warmup epochs, cosine to 1e-6, label smoothing 0.1) as its README trains "
         "configs/resnet18 and resnet50 (8 GPUs x 128 x update_freq 4); ConvNeXt (configs/convnext) "
@@ -152,19 +156,7 @@ _PRESETS = (
     ),
     RecipePreset(
         "slak_imagenet",
-        {
-            **_IMAGENET,
-            "epochs": 300,
-            "batch_size": 4096,
-            "optimizer": "adamw",
-            "lr": 4e-3,
-            "betas": (0.9, 0.999),
-            "weight_decay": 0.05,
-            "warmup_epochs": 20,
-            "lr_schedule": "cosine",
-            "min_lr": 1e-6,
-            "label_smoothing": 0.1,
-        },
+        _CONVNEXT_RECIPE,
         "VITA-Group/SLaK README's SLaK-T command (--epochs 300 --lr 4e-3, 4 GPUs x 128 x update_freq 8 = "
         "a batch of 4096) and main.py defaults (AdamW, weight decay 0.05, 20 warmup epochs, cosine to "
         "1e-6, label smoothing 0.1); its sparsity (-u 2000 --sparsity 0.4 --sparse_init snip "
