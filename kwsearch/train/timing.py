@@ -27,8 +27,8 @@ from kwsearch.train.trainer import _autocast, choose_training_paths, to_channels
 
 # Repetitions timed after the warm-up ones: few, so that timing a tiny model on a CPU costs
 # little next to training it; the median keeps one slow repetition out.
-WARMUP = 2
-REPEATS = 5
+WARMUP = 1
+REPEATS = 3
 
 
 def device_name(device: torch.device) -> str:
