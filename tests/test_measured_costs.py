@@ -5,6 +5,7 @@ against latency, and refuse configs over a measured budget without training them
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -21,7 +22,7 @@ from kwsearch.search.runner import run_search
 from kwsearch.search.study import StudyError
 from kwsearch.train import Recipe
 from kwsearch.train.timing import measure_costs
-from tests.helpers import TINY_SPACE, stored_trials, tiny_study
+from tests.helpers import TINY_SPACE, ray_trials, stored_trials, tiny_study
 
 SEARCHED = {"width": {"choice": [0.0625, 0.125]}, "conv": {"family": {"choice": ["static", "kw"]}}}
 
@@ -173,3 +174,43 @@ def test_a_config_over_a_measured_budget_is_stored_infeasible_and_never_trained(
     timed = [r for r in infeasible if "measured by trial" not in r.error]
     assert len({str(r.config) for r in timed}) == len(timed) == 4
     assert "space is exhausted" in (summary.stop_reason or "")
+
+
+@pytest.mark.slow
+def test_a_config_is_timed_once_and_its_other_seeds_reuse_the_measurement(tmp_path, _ray):
+    study = tiny_study(
+        "once",
+        objectives=["accuracy", "train_ms_per_image"],
+        sampler={"name": "grid", "seeds": [0, 1]},
+        resources={"cpu": 1, "max_concurrent": 1, "threads": 1},
+    )
+    summary = run_search(load_study(write(tmp_path, study)), runs_dir=tmp_path / "runs", progress=False)
+    assert summary.complete == 2
+    trials = stored_trials(tmp_path / "runs" / "once", "once")
+    first, second = sorted(trials, key=lambda t: t.number)
+    assert positive_and_finite(first.user_attrs["costs"])
+    assert second.user_attrs["costs"] == first.user_attrs["costs"]  # not timed again
+    # of the two runs Ray was given, one was asked to time its model
+    runs = ray_trials(tmp_path / "runs" / "once").values()
+    assert sorted(run["config"]["measure"] is None for run in runs) == [False, True]
+
+
+def test_early_stopping_ranks_a_trial_on_the_latency_its_worker_measured():
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from kwsearch.search.scheduler import ParetoScheduler, ParetoSuccessiveHalving
+    from kwsearch.search.study import EarlyStopping
+
+    scheduler = ParetoScheduler(ParetoSuccessiveHalving(EarlyStopping(reduction_factor=2), epochs=4))
+    fast, slow = (SimpleNamespace(config={"key": key, "cost_point": ["latency_ms"]}) for key in "01")
+    for trial, latency in ((fast, 1.0), (slow, 2.0)):
+        measured = {"latency_ms": latency, "device": "cpu: x"}
+        assert (
+            scheduler.on_trial_result(None, trial, {"measured": json.dumps(measured)})
+            == TrialScheduler.CONTINUE
+        )
+    # equally accurate at the first rung: the slower one is dominated and stopped
+    assert scheduler.on_trial_result(None, fast, {"epoch": 1, "val_accuracy": 0.5}) == TrialScheduler.CONTINUE
+    assert scheduler.on_trial_result(None, slow, {"epoch": 1, "val_accuracy": 0.5}) == TrialScheduler.STOP

@@ -448,6 +448,8 @@ class SearchPolicy:
             writer.constrain(constraints)  # else once measured (_store_measured)
         if costs.macs is None:  # it will train: worth the MAC count for the record
             costs = build.costs()
+            if measured is not None:
+                costs = costs.with_measured(measured)
             writer.set_costs(costs)
         if identity in self._trained:
             writer.duplicate(self.store.trial(self._trained[identity]))
