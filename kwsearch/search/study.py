@@ -39,9 +39,7 @@ from kwsearch.yaml_file import YamlFileError, read_yaml
 # a worker measures on its device before training (kwsearch.records.MEASURED)
 COUNTED = ("params", "effective_params", "macs")
 OBJECTIVES = ("accuracy", *COUNTED, *MEASURED)
-Objective = Literal[
-    "accuracy", "params", "effective_params", "macs", "train_ms_per_image", "latency_ms", "latency_batch_ms"
-]
+Objective = Literal[OBJECTIVES]  # a tuple subscript: each name one literal
 SAMPLERS = ("tpe", "nsga2", "gp", "random", "grid")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
