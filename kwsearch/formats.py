@@ -12,12 +12,27 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from kwsearch.records import MEASURED
 
-def format_cost(value: float | None) -> str:
-    """A parameter or MAC count, exactly, with thousands separators; ``–`` when there is none."""
+
+def format_cost(value: float | None, name: str = "params") -> str:
+    """The cost ``name`` of a config: a parameter or MAC count exactly, with thousands separators;
+    a measured time (:data:`kwsearch.records.MEASURED`) in milliseconds to three significant
+    digits; ``–`` when there is none."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
+    if name in MEASURED:
+        return format_ms(value)
     return f"{round(value):,}"
+
+
+def format_ms(value: float) -> str:
+    """A time in milliseconds to three significant digits (``0.372 ms``, ``12.3 ms``, ``1,234 ms``;
+    in exponent form below a microsecond)."""
+    if 0 < abs(value) < 1e-3:
+        return f"{value:.3g} ms"
+    digits = 0 if value == 0 else max(0, 2 - math.floor(math.log10(abs(value))))
+    return f"{value:,.{digits}f} ms"
 
 
 def format_accuracy(value: float | None) -> str:

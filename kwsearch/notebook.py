@@ -42,8 +42,9 @@ def trials(study: StudyLike, *, runs_dir: str | Path = "runs", storage: str | No
     for :func:`kwsearch.load`). ``accuracy`` is the
     validation accuracy (a complete search trial's: its config's mean over seeds and confirmation
     runs, with ``accuracy_low``/``accuracy_high``, its 95% interval); ``pareto`` marks the front.
-    Costs are ``params``, ``effective_params``, ``macs``; searched values are ``param:NAME``
-    columns. Raises StudyError for a study that cannot be found."""
+    Costs are ``params``, ``effective_params``, ``macs`` and, in a study that measures them,
+    ``train_ms_per_image``, ``latency_ms``, ``latency_batch_ms`` with their ``device``; searched
+    values are ``param:NAME`` columns. Raises StudyError for a study that cannot be found."""
     from kwsearch.records import StudyStore
     from kwsearch.report import load
 

@@ -11,7 +11,7 @@ import random
 
 from kwsearch.calibrate.results import key
 from kwsearch.models import ModelConfigError, parse_model_config
-from kwsearch.records import CalibrationConfig, TrialRecord, spread_along_front
+from kwsearch.records import MEASURED, CalibrationConfig, TrialRecord, spread_along_front
 from kwsearch.search.budget import MetaBuild, ResolvedBudget
 from kwsearch.search.space import Space
 
@@ -47,7 +47,8 @@ def choose_configs(
 ) -> list[CalibrationConfig]:
     """``count`` distinct feasible configs (see the module docstring), ordered by cost. Raises
     CalibrationError when the space gives fewer than 3."""
-    cost = objectives[1]
+    # configs are spread along a counted cost: a drawn config has no measured one (no worker timed it)
+    cost = next((name for name in objectives[1:] if name not in MEASURED), "params")
     members = spread_along_front(front, objectives, count) if front else []
     chosen = [
         CalibrationConfig(t.config, parse_model_config(t.config).model_dump(mode="json"), t.costs, t.number)

@@ -27,7 +27,9 @@ class Run:
     """One training run a policy asks for. ``key`` names it to the early-stopping scheduler;
     ``cost_point`` (its costs, in the objectives' order) makes it subject to early stopping;
     ``folder`` makes it checkpoint every epoch and resume; ``history`` holds the epochs a resumed
-    run finished before; ``handle`` is the policy's own (the record it writes, say)."""
+    run finished before; ``measure`` makes its worker time the model before training it
+    (``image_size``: of the images it trains on; ``limits``: measured costs over which it does not
+    train); ``handle`` is the policy's own (the record it writes, say)."""
 
     key: str
     model: ModelConfig
@@ -35,6 +37,7 @@ class Run:
     folder: Path | None = None
     cost_point: list[float] | None = None
     history: History = field(default_factory=list)
+    measure: dict[str, Any] | None = None
     handle: Any = None
 
 
@@ -42,7 +45,9 @@ class Run:
 class Outcome:
     """How a run ended: ``finished`` (trained to its last epoch), ``failed`` (an error, with its
     message and traceback) or ``stopped`` (Ray stopped it: the scheduler, or the end of the
-    search). ``history`` holds every epoch known, ``seconds`` the wall time of this attempt."""
+    search, or a measured cost over its limit: it never trained). ``history`` holds every epoch
+    known, ``seconds`` the wall time of this attempt, ``measured`` what the worker measured
+    before training (:func:`kwsearch.train.timing.measure_costs`) when the run asked."""
 
     kind: Literal["finished", "failed", "stopped"]
     history: History
@@ -50,6 +55,7 @@ class Outcome:
     error: str | None = None
     traceback: str | None = None
     resumed_from_epoch: int = 0
+    measured: dict[str, Any] | None = None
 
 
 # What a policy answers when its next run depends on runs still going (ask again when one ends).
@@ -76,6 +82,7 @@ class _Live:
     error: str | None = None
     traceback: str | None = None
     final: dict[str, Any] | None = None
+    measured: dict[str, Any] | None = None
 
 
 class Driver(Searcher):
@@ -110,6 +117,7 @@ class Driver(Searcher):
             "recipe": run.recipe,
             "folder": str(run.folder) if run.folder else None,
             "cost_point": run.cost_point,
+            "measure": run.measure,
         }
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -118,6 +126,8 @@ class Driver(Searcher):
             return
         if "error" in result:
             live.error, live.traceback = result["error"], result.get("traceback", "")
+        elif "measured" in result:
+            live.measured = json.loads(result["measured"])
         elif "finished" in result:
             live.final = result
         elif "epoch" in result:
@@ -142,6 +152,7 @@ class Driver(Searcher):
                 seconds,
                 error=live.error or "the run's worker failed",
                 traceback=live.traceback,
+                measured=live.measured,
             )
         elif live.final is not None:
             outcome = Outcome(
@@ -149,9 +160,10 @@ class Driver(Searcher):
                 json.loads(live.final["history"]),
                 seconds,
                 resumed_from_epoch=int(live.final["resumed_from_epoch"]),
+                measured=live.measured,
             )
         else:
-            outcome = Outcome("stopped", live.history, seconds)
+            outcome = Outcome("stopped", live.history, seconds, measured=live.measured)
         self.policy.on_finish(live.run, outcome)
 
 

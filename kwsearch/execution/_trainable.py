@@ -23,6 +23,7 @@ import torch
 from ray import tune
 
 from kwsearch.train import ONE, DataParallel, Workers, default_device, train_model
+from kwsearch.train.timing import measure_costs
 
 # Per-epoch metrics reported to Ray (numbers only; the trainer's None temperature is left out).
 METRICS = (
@@ -78,11 +79,14 @@ def _train(
 def train_run(config: dict[str, Any], data: dict[str, Any], threads: int, cpus: float, gpus: float) -> None:
     """Train ``config["model"]`` (a validated ModelConfig) by ``config["recipe"]`` (a Recipe) on
     ``data``, checkpointing into ``config["folder"]`` when it names one: in this process, or by
-    the recipe's ``workers`` data-parallel workers of ``cpus`` CPUs and ``gpus`` GPUs each. A
-    failure is reported (message and traceback; a worker's own) before it is raised, so the study
-    records why."""
+    the recipe's ``workers`` data-parallel workers of ``cpus`` CPUs and ``gpus`` GPUs each. A run
+    with ``config["measure"]`` is timed first (:func:`_measure`) and not trained when a measured
+    cost is over its limit. A failure is reported (message and traceback; a worker's own) before
+    it is raised, so the study records why."""
     torch.set_num_threads(threads)
     try:
+        if config.get("measure") and not _measure(config, default_device()):
+            return
         if config["recipe"].workers > 1:
             _train_data_parallel(config, data, threads, cpus, gpus)
         else:
@@ -92,6 +96,16 @@ def train_run(config: dict[str, Any], data: dict[str, Any], threads: int, cpus: 
         failure, where = _worker_failure(error)
         tune.report({"error": f"{type(failure).__name__}: {failure}", "traceback": where})
         raise
+
+
+def _measure(config: dict[str, Any], device: torch.device) -> bool:
+    """Time the run's model on ``device`` (Ray set it to the run's GPU share, or this process's
+    CPUs; a data-parallel run's first worker's kind of device), report what was measured, and
+    return whether every measured cost is within ``config["measure"]["limits"]``."""
+    spec, model = config["measure"], config["model"]
+    measured = measure_costs(model, (model.in_chans, *spec["image_size"]), config["recipe"], device)
+    tune.report({"measured": json.dumps(measured)})
+    return all(measured[name] <= limit for name, limit in spec.get("limits", {}).items())
 
 
 def _worker_failure(error: Exception) -> tuple[BaseException, str]:

@@ -20,11 +20,18 @@ from kwsearch.records._access import (
     driver_lock,
     open_storage,
 )
-from kwsearch.records._front import front_of, normalized_hypervolume, objective_point, spread_along_front
+from kwsearch.records._front import (
+    front_of,
+    normalized_hypervolume,
+    objective_point,
+    resolved_reference_point,
+    spread_along_front,
+)
 from kwsearch.records._store import StudyStore, is_companion
 from kwsearch.records._study import SCHEMA, CalibrationConfig, CalibrationPlan, StudyRecord
 from kwsearch.records._trial import (
     FINISHED,
+    MEASURED,
     CalibrationRecord,
     Costs,
     History,
@@ -36,6 +43,7 @@ from kwsearch.records._write import CalibrationWriter, ReplayWriter, TrialWriter
 
 __all__ = [
     "FINISHED",
+    "MEASURED",
     "SCHEMA",
     "CalibrationConfig",
     "CalibrationPlan",
@@ -62,5 +70,6 @@ __all__ = [
     "normalized_hypervolume",
     "objective_point",
     "open_storage",
+    "resolved_reference_point",
     "spread_along_front",
 ]

@@ -47,6 +47,25 @@ def spread_along_front(front: list[TrialRecord], objectives: list[str], k: int) 
     return sorted(chosen, key=lambda t: (points[t.number][1:], t.number))
 
 
+def resolved_reference_point(
+    reference_point: list[float | None] | None, objectives: list[str], trials: list[TrialRecord]
+) -> list[float] | None:
+    """``reference_point`` with each measured cost it leaves open (None: a measured objective
+    without a budget, whose bound no config's description tells) set 10% beyond the largest
+    value measured among ``trials`` (search trials and baselines): it moves as a study grows.
+    None when there is no reference point, or an open cost was never measured yet."""
+    if reference_point is None or None not in reference_point:
+        return reference_point
+    point = list(reference_point)
+    for i, (name, value) in enumerate(zip(objectives, reference_point, strict=True)):
+        if value is None:
+            measured = [v for t in trials if t.costs and (v := getattr(t.costs, name, None)) is not None]
+            if not measured:
+                return None
+            point[i] = 1.1 * max(measured)
+    return point
+
+
 def normalized_hypervolume(points: list[tuple[float, ...]], reference_point: list[float]) -> float:
     """The hypervolume as a fraction of the box between the ideal point (accuracy 1, zero costs)
     and the reference point: 1 would be a perfect model that costs nothing."""

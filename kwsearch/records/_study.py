@@ -38,7 +38,8 @@ class StudyRecord:
     ``settings`` is the study file as validated (JSON), ``fingerprint`` the part of it that must
     not change while the study continues; ``budget`` the absolute limits, resolved against the
     static baseline (``baseline_config`` with ``baseline_costs``); ``reference_point`` the
-    hypervolume's, in objective space with accuracy negated; ``trial_budget`` the trained trials
+    hypervolume's, in objective space with accuracy negated (None for a measured cost without a
+    budget: see :func:`kwsearch.records.resolved_reference_point`); ``trial_budget`` the trained trials
     the last search run wanted (``--trials`` raises the study file's ``budget.trials``)."""
 
     name: str
@@ -47,7 +48,7 @@ class StudyRecord:
     budget: dict[str, float]
     baseline_config: dict[str, Any] | None
     baseline_costs: Costs | None
-    reference_point: list[float] | None
+    reference_point: list[float | None] | None
     fingerprint: dict[str, Any] | None = None
     source: str | None = None
     started: float | None = None

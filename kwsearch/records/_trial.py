@@ -8,7 +8,7 @@ The attribute names below are the storage format; nothing outside this package s
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,16 +48,47 @@ KIND = "kind"  # a calibration run's recipe: proxy or full
 CONSTRAINT_NAMES = "constraint_names"
 
 
+# What a config costs as measured by the worker that trains it, before training (the same
+# config costs differently on another device: ``Costs.device`` says where each was measured):
+# train_ms_per_image, a training step (forward and backward) at the recipe's batch per image;
+# latency_ms, inference of one image (batch 1); latency_batch_ms, inference of the recipe's batch.
+MEASURED = ("train_ms_per_image", "latency_ms", "latency_batch_ms")
+
+
 @dataclass(frozen=True)
 class Costs:
-    """What a config costs: every quantity a budget or an objective may name."""
+    """What a config costs: every quantity a budget or an objective may name. The counts are
+    known at birth; the measured ones once a worker timed the config (None until then, and in
+    studies that measure nothing)."""
 
     params: int
     effective_params: int
     macs: int | None  # None when not counted
+    train_ms_per_image: float | None = None
+    latency_ms: float | None = None
+    latency_batch_ms: float | None = None
+    device: str | None = None  # where the measured costs were measured
 
-    def as_dict(self) -> dict[str, int | None]:
-        return {"params": self.params, "effective_params": self.effective_params, "macs": self.macs}
+    def as_dict(self) -> dict[str, Any]:
+        """The counts, and the measured costs with their device where measured (a study that
+        measures nothing stores what it stored before they existed)."""
+        counts = {"params": self.params, "effective_params": self.effective_params, "macs": self.macs}
+        if self.device is None:
+            return counts
+        return {**counts, **{name: getattr(self, name) for name in MEASURED}, "device": self.device}
+
+    def with_measured(self, measured: dict[str, Any]) -> Costs:
+        """These costs with a worker's measurement (``MEASURED`` and ``device``)."""
+        return replace(
+            self, **{name: float(measured[name]) for name in MEASURED}, device=str(measured["device"])
+        )
+
+    @property
+    def measured(self) -> dict[str, Any] | None:
+        """The measured costs and their device; None when not measured."""
+        if self.device is None:
+            return None
+        return {**{name: getattr(self, name) for name in MEASURED}, "device": self.device}
 
     @classmethod
     def from_dict(cls, stored: dict[str, Any] | None) -> Costs | None:
@@ -65,7 +96,8 @@ class Costs:
             return None
         params = int(stored["params"])
         macs = stored.get("macs")
-        return cls(params, int(stored.get("effective_params", params)), None if macs is None else int(macs))
+        costs = cls(params, int(stored.get("effective_params", params)), None if macs is None else int(macs))
+        return costs.with_measured(stored) if stored.get("device") is not None else costs
 
 
 def _status(trial: FrozenTrial) -> Status:
@@ -182,6 +214,8 @@ class TrialRecord:
         if self.status != "complete" or not self.history or self.costs is None:
             return None
         values = {"accuracy": self.accuracy, **self.costs.as_dict()}
+        if any(values.get(name) is None for name in names):
+            return None  # a measured objective of a trial stored before it was measured
         return {name: values[name] for name in names}
 
 

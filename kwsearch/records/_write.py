@@ -76,8 +76,10 @@ class TrialWriter:
             trial_id, _CONSTRAINTS, [float(value) for value in constraints.values()]
         )
 
-    def mark_trained(self) -> None:
-        self.trial.set_user_attr(keys.TRAINED, True)
+    def mark_trained(self, trained: bool = True) -> None:
+        """Handed to a trainer; ``trained`` False takes it back (a worker measured the config over a
+        measured budget and did not train it)."""
+        self.trial.set_user_attr(keys.TRAINED, trained)
 
     def earlier_history(self) -> History | None:
         """The epochs stored by an earlier run of this trial that a dead driver left unfinished
@@ -215,7 +217,8 @@ def frozen_trial(trial: TrialRecord, objectives: list[str]) -> FrozenTrial:
     state = _STATES[trial.status]
     values = trial.objectives(objectives)
     if trial.status == "infeasible" and trial.costs is not None:
-        values = {"accuracy": 0.0, **trial.costs.as_dict()}
+        # a cost never measured (over a budget counted at birth) is told as 0
+        values = {"accuracy": 0.0, **{k: v or 0.0 for k, v in trial.costs.as_dict().items()}}
     attrs = trial.attributes()
     if not state.is_finished():
         del attrs[keys.STATUS]  # Optuna's state says it

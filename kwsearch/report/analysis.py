@@ -19,7 +19,7 @@ from scipy import stats
 from kwsearch.calibrate import Calibration
 from kwsearch.formats import format_value
 from kwsearch.pareto import dominates
-from kwsearch.records import normalized_hypervolume
+from kwsearch.records import MEASURED, normalized_hypervolume
 from kwsearch.report.data import StudyData, point_of, present
 from kwsearch.stats import accuracy_estimate, default_top_k
 
@@ -29,6 +29,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "params": (0.0, None),
     "effective_params": (0.0, None),
     "macs": (0.0, None),
+    **dict.fromkeys(MEASURED, (0.0, None)),  # milliseconds
 }
 
 

@@ -17,6 +17,7 @@ from plotly.subplots import make_subplots
 
 from kwsearch import __version__
 from kwsearch.formats import format_accuracy, format_cost
+from kwsearch.records import MEASURED
 from kwsearch.report import analysis, layout, paper_tables
 from kwsearch.report.data import ReportError, StudyData, present
 from kwsearch.report.figures import LABELS, TEMPLATE, hover_text
@@ -160,7 +161,9 @@ def render(comparison: Comparison, markdown_text: str, latex_text: str, files: t
                 "study": label,
                 "storage": data.storage,
                 "objectives": ", ".join(data.objectives),
-                "budget limits": ", ".join(f"{k} ≤ {format_cost(v)}" for k, v in data.record.budget.items())
+                "budget limits": ", ".join(
+                    f"{k} ≤ {format_cost(v, k)}" for k, v in data.record.budget.items()
+                )
                 or "none",
                 "trials": ", ".join(f"{n} {s}" for s, n in sorted(data.counts().items())),
             }
@@ -174,7 +177,7 @@ def render(comparison: Comparison, markdown_text: str, latex_text: str, files: t
         "95% intervals, joined by its front as a step line. Hover a point for its config and replay "
         "command.</p>"
     )
-    for cost in ("params", "macs"):
+    for cost in ("params", "macs", *MEASURED):
         if all(cost in d.search and d.search[cost].notna().any() for d in comparison.studies):
             body.append(f"<h3>against {escape(LABELS.get(cost, cost))}</h3>")
             body.append(layout.plot(plot_fronts(comparison, cost)))
@@ -203,7 +206,7 @@ def _point(point: list[float] | None, objectives: list[str]) -> str:
     if not point:
         return "none"
     return ", ".join(
-        f"{name} {format_accuracy(abs(v)) if name == 'accuracy' else format_cost(v)}"
+        f"{name} {format_accuracy(abs(v)) if name == 'accuracy' else format_cost(v, name)}"
         for name, v in zip(objectives, point, strict=False)
     )
 

@@ -10,7 +10,7 @@ import json
 import math
 import shlex
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -18,6 +18,7 @@ from optuna.distributions import CategoricalDistribution
 
 from kwsearch.calibrate import Calibration, calibration_of
 from kwsearch.records import (
+    MEASURED,
     Storage,
     StoreError,
     StudyRecord,
@@ -25,6 +26,7 @@ from kwsearch.records import (
     TrialRecord,
     normalized_hypervolume,
     objective_point,
+    resolved_reference_point,
 )
 from kwsearch.stats import (
     Claim,
@@ -37,7 +39,8 @@ from kwsearch.stats import (
     published_claims,
 )
 
-COSTS = ("params", "effective_params", "macs")
+# the counts, then what workers measured (milliseconds, on the device in the "device" column)
+COSTS = ("params", "effective_params", "macs", *MEASURED)
 
 
 class ReportError(ValueError):
@@ -120,6 +123,9 @@ def load(storage: Storage, name: str, target: str | Sequence[str] | None = None)
     record = store.record or StudyRecord.from_attributes(name, {})
     objectives = record.objectives
     trials, baselines, replays = store.trials(), store.baselines(), store.replays()
+    # a measured cost without a budget: its reference point from what was measured
+    point = resolved_reference_point(record.reference_point, objectives, trials + baselines)
+    record = replace(record, reference_point=point)
     confirmed: dict[int, list[float]] = {}
     for run in store.confirmations():
         if run.status == "complete":
@@ -193,6 +199,7 @@ def _row(trial: TrialRecord, kind: str, target: list[str], estimate: Estimate | 
         "val_images": _images(trial),  # the last epoch's validation images
         "temperature": trial.history[-1].get("temperature") if trial.history else None,  # reached
         **{name: costs.get(name) for name in COSTS},
+        "device": costs.get("device"),  # where the measured costs were measured
         "trained": trial.trained,  # handed to a trainer
         "epochs": len(trial.history),
         "seconds": trial.seconds,

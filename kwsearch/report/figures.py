@@ -12,12 +12,15 @@ from plotly.subplots import make_subplots
 
 from kwsearch.calibrate import CheapProxy
 from kwsearch.formats import format_accuracy, format_cost
-from kwsearch.report.data import StudyData, present
+from kwsearch.report.data import COSTS, StudyData, present
 from kwsearch.report.layout import plot_text
 
 TEMPLATE = "plotly_white"
 LABELS = {"accuracy": "proxy accuracy", "params": "parameters", "effective_params": "effective parameters"}
 LABELS["macs"] = "MACs"
+LABELS["train_ms_per_image"] = "training time per image (ms)"
+LABELS["latency_ms"] = "latency, batch 1 (ms)"
+LABELS["latency_batch_ms"] = "latency, the recipe's batch (ms)"
 # how each kind of trial is drawn on the accuracy-cost plot
 STYLES = {
     "dominated": {"color": "rgba(31,119,180,0.30)", "symbol": "circle", "size": 7},
@@ -51,13 +54,15 @@ def hover_text(row: dict[str, Any], objectives: list[str]) -> str:
     if row["kind"] == "baseline":
         head = f"<b>baseline {plot_text(row['label'])}</b>"
     lines = [head]
-    for name in ("accuracy", "params", "effective_params", "macs", "seconds"):
+    for name in ("accuracy", *COSTS, "seconds"):
         value = row.get(name)
         if present(value):
             lines.append(f"{LABELS.get(name, name)}: {_format(name, value)}")
             if name == "accuracy" and present(row.get("accuracy_low")):
                 runs = f", mean of {row['runs']} runs" if (row.get("runs") or 1) > 1 else ""
                 lines.append(f"  95% CI {row['accuracy_low']:.4f} to {row['accuracy_high']:.4f}{runs}")
+    if present(row.get("device")):
+        lines.append(f"times measured on {plot_text(row['device'])}")
     if present(row.get("temperature")):
         lines.append(f"temperature reached: {row['temperature']:.3g}")
     if present(row.get("seed")):
@@ -371,7 +376,7 @@ def _format(name: str, value: float) -> str:
         return format_accuracy(value)
     if name == "seconds":
         return f"{value:.1f} s"
-    return format_cost(value)
+    return format_cost(value, name)
 
 
 def _shorten(text: str, limit: int) -> str:

@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from kwsearch.formats import format_accuracy, format_cost, format_value
+from kwsearch.records import MEASURED
 from kwsearch.report.data import present
 
 STYLE = """
@@ -38,7 +39,7 @@ th[data-sorted=up]::after{content:" \\25B2"}th[data-sorted=down]::after{content:
 pre.copy{background:#f6f8fa;border:1px solid #ddd;padding:8px;overflow-x:auto;font-size:12px}
 """
 PLOT_CONFIG = {"displaylogo": False, "responsive": True, "toImageButtonOptions": {"format": "svg"}}
-COST_COLUMNS = ("params", "effective_params", "macs", "MACs")
+COST_COLUMNS = ("params", "effective_params", "macs", "MACs", *MEASURED)
 COUNT_COLUMNS = ("trial", "number", "config", "n", "pairs", "seed", "seeds", "runs", "epochs")
 
 
@@ -124,7 +125,7 @@ def number(value: Any, column: str) -> str:
     if not present(value):
         return "–"
     if column.removeprefix("Δ ") in COST_COLUMNS:
-        return format_cost(value)
+        return format_cost(value, column.removeprefix("Δ "))
     if column in COUNT_COLUMNS:
         return str(int(value))
     if "accuracy" in column or column in ("hypervolume", "Spearman ρ", "Kendall τ"):

@@ -20,8 +20,9 @@ from html import escape
 import pandas as pd
 
 from kwsearch import __version__
+from kwsearch.records import MEASURED
 from kwsearch.report import analysis, curves, figures, layout, paper_tables, space, trials_table
-from kwsearch.report.data import StudyData, replay_command
+from kwsearch.report.data import StudyData, present, replay_command
 from kwsearch.versions import software_versions
 
 
@@ -160,7 +161,13 @@ def _fronts(data: StudyData) -> list[str]:
     noise = data.noise.describe()
     if noise:
         parts.append(f"<p class='note'>{escape(' '.join(noise))}</p>")
-    for cost in ("params", "macs"):
+    devices = sorted(set(data.trials["device"].dropna())) if "device" in data.trials else []
+    if devices:
+        parts.append(
+            f"<p class='muted'>Times (ms) were measured by the workers before training, on "
+            f"<b>{escape('; '.join(devices))}</b>: a time measured on another device does not compare.</p>"
+        )
+    for cost in ("params", "macs", *MEASURED):
         if cost in data.search and data.search[cost].notna().any():
             parts.append(f"<h3>against {escape(figures.LABELS.get(cost, cost))}</h3>")
             parts.append(layout.plot(figures.accuracy_vs_cost(data, cost)))
@@ -196,6 +203,13 @@ def _hypervolume(data: StudyData) -> list[str]:
             "point (accuracy 1, zero cost) and the reference point fixed when the study started: "
             f"<b>{escape(described)}</b>.</p>"
         )
+        open_costs = [n for n in data.objectives if n in MEASURED and n not in data.record.budget]
+        if open_costs:
+            parts.append(
+                f"<p class='note'>{escape(', '.join(open_costs))}: measured, with no budget to bound it, so "
+                "its reference is 10% beyond the largest value measured in this study; it moves as the "
+                "study grows (a budget fixes it).</p>"
+            )
     if history.empty:
         return [*parts, "<p>No trial has finished yet.</p>"]
     return [*parts, layout.plot(figures.hypervolume_history(history))]
@@ -315,6 +329,7 @@ def _top_configurations(data: StudyData) -> list[str]:
                 "temperature reached": row["temperature"],
                 "params": row["params"],
                 "MACs": row["macs"],
+                **{name: row[name] for name in MEASURED if present(row.get(name))},
                 "train time (s)": row["train_seconds"],
                 "replay": row["replay"],
             }

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from kwsearch.formats import format_value
+from kwsearch.records import MEASURED
 from kwsearch.report import layout
 from kwsearch.report.data import StudyData, present
 
@@ -29,6 +30,9 @@ COLUMNS = {
     "params": "params",
     "effective_params": "effective_params",
     "macs": "macs",
+    "train_ms_per_image": "train_ms_per_image",
+    "latency_ms": "latency_ms",
+    "latency_batch_ms": "latency_batch_ms",
     "epochs": "epochs",
     "train_seconds": "train_seconds",
     "seed": "seed",
@@ -52,8 +56,9 @@ def trials_frame(data: StudyData) -> pd.DataFrame:
     effective = trials.get("effective_params")
     if effective is not None and effective.fillna(-1).eq(trials["params"].fillna(-1)).all():
         columns.remove("effective_params")  # dense families only: the same column twice
-    if "macs" in trials and trials["macs"].isna().all():
-        columns.remove("macs")
+    for cost in ("macs", *MEASURED):  # where counted or measured
+        if cost in trials and trials[cost].isna().all():
+            columns.remove(cost)
     frame = trials[columns].rename(columns=COLUMNS)
     for name in data.dimensions:
         column = f"param:{name}"

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from kwsearch.formats import format_cost
 from kwsearch.models import ModelConfig, ModelConfigError, build_model, count_macs
 from kwsearch.models.accounting import effective_parameters
-from kwsearch.records import Costs
+from kwsearch.records import MEASURED, Costs
 
 
 class MetaBuild:
@@ -45,7 +46,9 @@ def costs_of(config: ModelConfig, macs: bool = True) -> Costs:
 
 @dataclass(frozen=True)
 class ResolvedBudget:
-    """Absolute limits (relative ones resolved against the static baseline's costs)."""
+    """Absolute limits (relative ones resolved against the static baseline's costs). A count's
+    limit is judged when a config is born; a measured cost's (``MEASURED``) once its worker
+    measured it: until then it counts as met."""
 
     limits: dict[str, float]
 
@@ -53,17 +56,26 @@ class ResolvedBudget:
     def counts_macs(self) -> bool:
         return "macs" in self.limits
 
+    @property
+    def measured_limits(self) -> dict[str, float]:
+        """The limits a worker judges after timing a config, before training it."""
+        return {name: limit for name, limit in self.limits.items() if name in MEASURED}
+
     def constraints(self, costs: Costs) -> dict[str, float]:
-        """Optuna's constraint values: <= 0 is feasible. Relative overshoot, so 0.1 = 10% over."""
-        return {name: getattr(costs, name) / limit - 1.0 for name, limit in self.limits.items()}
+        """Optuna's constraint values: <= 0 is feasible. Relative overshoot, so 0.1 = 10% over; 0 for
+        a measured cost not measured yet."""
+        return {
+            name: 0.0 if (value := getattr(costs, name)) is None else value / limit - 1.0
+            for name, limit in self.limits.items()
+        }
 
     def feasible(self, costs: Costs) -> bool:
         return all(c <= 0 for c in self.constraints(costs).values())
 
     def describe(self, costs: Costs) -> str:
         over = [
-            f"{name} {getattr(costs, name):,} > {limit:,.0f}"
+            f"{name} {format_cost(value, name)} > {format_cost(limit, name)}"
             for name, limit in self.limits.items()
-            if getattr(costs, name) > limit
+            if (value := getattr(costs, name)) is not None and value > limit
         ]
         return ", ".join(over) or "within budget"

@@ -23,7 +23,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,15 @@ from optuna.trial import Trial
 
 from kwsearch.execution import WAIT, Outcome, Run
 from kwsearch.models import ModelConfig, ModelConfigError, parse_model_config
-from kwsearch.records import Costs, History, StudyStore, TrialRecord, TrialWriter, spread_along_front
+from kwsearch.records import (
+    MEASURED,
+    Costs,
+    History,
+    StudyStore,
+    TrialRecord,
+    TrialWriter,
+    spread_along_front,
+)
 from kwsearch.search.budget import MetaBuild, ResolvedBudget
 from kwsearch.search.scheduler import ParetoSuccessiveHalving
 from kwsearch.search.space import Dimension, Space, SpaceError
@@ -79,6 +87,9 @@ class SearchPlan:
     sampler_seed: int = 0
     confirm: ConfirmSettings | None = None  # front members trained again after the budget
     checkpoints: Path | None = None  # where search trials and confirmation runs checkpoint
+    # the size (height, width) of the images workers time each config on before training it, when
+    # the study measures costs (kwsearch.train.timing); None: nothing is measured
+    measure_size: tuple[int, int] | None = None
 
 
 @dataclass
@@ -121,6 +132,12 @@ class SearchPolicy:
             _identity(t.config, t.seed or 0) for t in trials if t.config is not None and t.status != "waiting"
         }
         self._enumerated: list[tuple[str, dict[str, Any]]] | None = None  # see _space_configs
+        # config -> (what a worker measured of it, that trial's number): a config is timed once
+        self._measured = {
+            _identity(t.config, 0): (t.costs.measured, t.number)
+            for t in trials
+            if t.config is not None and t.costs is not None and t.costs.measured is not None
+        }
         # what an infeasible config is told to Optuna for a cost it has none of (it could not be
         # built): the hypervolume's reference point, so that any trained config dominates it
         self._worst_costs = (store.record.reference_point or [])[1:] if store.record else []
@@ -230,6 +247,11 @@ class SearchPolicy:
         if trial.kind == "search":
             self._live_search_trials -= 1
             self._spent_seconds += outcome.seconds
+        if outcome.measured is not None:
+            self._store_measured(run, outcome.measured)
+        if trial.kind == "search" and not self.plan.budget.feasible(trial.costs):
+            self._over_measured_budget(run, outcome)
+            return
         if outcome.traceback:
             writer.record_traceback(outcome.traceback)
         writer.record_history(outcome.history)
@@ -289,11 +311,54 @@ class SearchPolicy:
             model=model,
             recipe=self.plan.recipe.model_copy(update={"seed": seed}),
             folder=folder,
-            cost_point=[float(getattr(costs, name)) for name in self.plan.objectives[1:]]
+            cost_point=[
+                name if getattr(costs, name) is None else float(getattr(costs, name))  # measured there
+                for name in self.plan.objectives[1:]
+            ]
             if kind == "search"
             else None,
             history=list(earlier or []),
+            measure=self._measure_spec(kind) if costs.measured is None else None,
             handle=_Trial(writer, costs, kind),
+        )
+
+    def _measure_spec(self, kind: str) -> dict[str, Any] | None:
+        """What a run's worker times before training (None: nothing); a search trial is not
+        trained over a measured budget (a baseline always is)."""
+        if self.plan.measure_size is None or kind == "confirmation":
+            return None
+        limits = self.plan.budget.measured_limits if kind == "search" else {}
+        return {"image_size": list(self.plan.measure_size), "limits": limits}
+
+    def _store_measured(self, run: Run, measured: dict[str, Any]) -> None:
+        """Store what ``run``'s worker measured with its costs, and remember it for its config."""
+        trial: _Trial = run.handle
+        trial.costs = trial.costs.with_measured(measured)
+        trial.writer.set_costs(trial.costs)
+        if trial.kind == "search":
+            config = self.store.trial(trial.writer.number).config
+            self._measured[_identity(config, 0)] = (trial.costs.measured, trial.writer.number)
+            # its constraint values wait for the measurement when a measured cost has a budget
+            trial.writer.constrain({"buildable": 0.0, **self.plan.budget.constraints(trial.costs)})
+
+    def _over_measured_budget(self, run: Run, outcome: Outcome) -> None:
+        """A search trial whose worker measured a cost over its budget and did not train it:
+        stored infeasible, like a config over a counted budget (it does not count as trained)."""
+        trial: _Trial = run.handle
+        writer = trial.writer
+        config = self.store.trial(writer.number).config
+        self._trained.pop(_identity(config, run.recipe.seed), None)
+        writer.mark_trained(False)
+        reason = f"over budget: {self.plan.budget.describe(trial.costs)} (measured on {trial.costs.device})"
+        self._infeasible(
+            writer,
+            {"buildable": 0.0, **self.plan.budget.constraints(trial.costs)},
+            trial.costs,
+            reason,
+            seconds=outcome.seconds,
+        )
+        self.trackers.finish(
+            run.key, "infeasible", {"seconds": outcome.seconds, **_known(trial.costs.as_dict())}
         )
 
     def _track(self, run: Run) -> None:
@@ -368,14 +433,23 @@ class SearchPolicy:
             unbuildable = {"buildable": 1.0, **dict.fromkeys(self.plan.budget.limits, 0.0)}
             self._infeasible(writer, unbuildable, None, f"invalid config: {error}")
             return None
+        measured, measured_by = self._measured.get(_identity(config, 0), (None, None))
+        if measured is not None:  # timed before: not timed again
+            costs = costs.with_measured(measured)
         constraints = {"buildable": 0.0, **self.plan.budget.constraints(costs)}
         writer.set_costs(costs)
         if not self.plan.budget.feasible(costs):
-            self._infeasible(writer, constraints, costs, f"over budget: {self.plan.budget.describe(costs)}")
+            reason = f"over budget: {self.plan.budget.describe(costs)}"
+            if measured is not None and self.plan.budget.feasible(replace(costs, **_UNMEASURED)):
+                reason += f" (measured by trial {measured_by} on {costs.device})"
+            self._infeasible(writer, constraints, costs, reason)
             return None
-        writer.constrain(constraints)
+        if measured is not None or not self.plan.budget.measured_limits:
+            writer.constrain(constraints)  # else once measured (_store_measured)
         if costs.macs is None:  # it will train: worth the MAC count for the record
             costs = build.costs()
+            if measured is not None:
+                costs = costs.with_measured(measured)
             writer.set_costs(costs)
         if identity in self._trained:
             writer.duplicate(self.store.trial(self._trained[identity]))
@@ -388,21 +462,44 @@ class SearchPolicy:
         return self._run(str(writer.number), writer, model, costs, seed, "search", earlier)
 
     def _infeasible(
-        self, writer: TrialWriter, constraints: dict[str, float], costs: Costs | None, reason: str
+        self,
+        writer: TrialWriter,
+        constraints: dict[str, float],
+        costs: Costs | None,
+        reason: str,
+        seconds: float | None = None,
     ):
         """Store a config that will not train (accuracy 0 and its costs, constraint values > 0)."""
         writer.constrain(constraints)
-        worst = dict(zip(self.plan.objectives[1:], self._worst_costs, strict=False))
         values = [
-            0.0 if name == "accuracy" else getattr(costs, name) if costs else worst.get(name, 0.0)
+            0.0
+            if name == "accuracy"
+            else value
+            if costs and (value := getattr(costs, name)) is not None
+            else self._worst(name)
             for name in self.plan.objectives
         ]
-        writer.finish("infeasible", values=values, error=reason)
+        writer.finish("infeasible", values=values, seconds=seconds, error=reason)
         self.on_change()
 
+    def _worst(self, cost: str) -> float:
+        """What an infeasible config is told to Optuna for a cost it has none of (it could not be
+        built, or was never measured): the hypervolume's reference point, so that any trained config
+        dominates it; for a measured cost without a budget (whose reference point waits for the
+        measurements) 10% beyond the largest measured so far."""
+        worst = dict(zip(self.plan.objectives[1:], self._worst_costs, strict=False)).get(cost)
+        if worst is not None:
+            return worst
+        measured = [m[cost] for m, _ in self._measured.values() if m.get(cost) is not None]
+        return 1.1 * max(measured) if measured else 0.0
 
-def _known(values: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in values.items() if value is not None}
+
+def _known(values: dict[str, Any]) -> dict[str, float]:
+    """The numbers of ``values`` (what trackers log: no None, no device name)."""
+    return {key: value for key, value in values.items() if isinstance(value, int | float)}
+
+
+_UNMEASURED = dict.fromkeys((*MEASURED, "device"))  # Costs fields of a config not measured
 
 
 def _identity(config: dict[str, Any] | None, seed: int) -> str:

@@ -22,7 +22,7 @@ REFRESH_SECONDS = 1.0
 
 
 def _format(name: str, value: float) -> str:
-    return format_accuracy(value) if name == "accuracy" else format_cost(value)
+    return format_accuracy(value) if name == "accuracy" else format_cost(value, name)
 
 
 def time_left(trials: list[TrialRecord], wanted: int | None, epochs: int) -> float | None:

@@ -18,7 +18,15 @@ from optuna.distributions import CategoricalDistribution
 
 from kwsearch.execution import Driver, gpus_per_run, ray_session, run_tune
 from kwsearch.models import ModelConfig, ModelConfigError, parse_model_config
-from kwsearch.records import Costs, StudyRecord, StudyStore, check_free, driver_lock, objective_point
+from kwsearch.records import (
+    MEASURED,
+    Costs,
+    StudyRecord,
+    StudyStore,
+    check_free,
+    driver_lock,
+    objective_point,
+)
 from kwsearch.search.budget import ResolvedBudget, costs_of
 from kwsearch.search.policy import SearchPlan, SearchPolicy
 from kwsearch.search.preflight import (
@@ -33,18 +41,20 @@ from kwsearch.search.progress import SearchProgress
 from kwsearch.search.samplers import make_sampler
 from kwsearch.search.scheduler import ParetoScheduler, ParetoSuccessiveHalving
 from kwsearch.search.space import Dimension
-from kwsearch.search.study import Study, StudyError
+from kwsearch.search.study import Study, StudyError, data_shape
 from kwsearch.search.summary import StudySummary, summarize
 from kwsearch.search.trackers import TrackerError, Trackers
 from kwsearch.versions import software_versions
 
 
-def _reference_point(study: Study, budget: ResolvedBudget, baseline: Costs) -> list[float]:
+def _reference_point(study: Study, budget: ResolvedBudget, baseline: Costs) -> list[float | None]:
     """Accuracy 0 and, per cost, 10% beyond the budget's limit (so a config at the limit still
     adds volume); without a limit, 10% beyond the largest cost among the baselines and the
-    space's largest configs (every choice, numbers at their highest: probed, not all)."""
+    space's largest configs (every choice, numbers at their highest: probed, not all); None for
+    a measured cost without a limit, which no config's description bounds (it is resolved from
+    the measurements when read: :func:`kwsearch.records.resolved_reference_point`)."""
     objectives = study.settings.objectives[1:]
-    unlimited = [name for name in objectives if name not in budget.limits]
+    unlimited = [name for name in objectives if name not in budget.limits and name not in MEASURED]
     costs = [baseline]
     if unlimited:
         for config in study.baseline_configs().values():
@@ -59,9 +69,12 @@ def _reference_point(study: Study, budget: ResolvedBudget, baseline: Costs) -> l
                 costs.append(costs_of(parse_model_config(config), macs="macs" in unlimited))
             except ModelConfigError:
                 continue
-    point = [0.0]
+    point: list[float | None] = [0.0]
     for name in objectives:
         limit = budget.limits.get(name)
+        if limit is None and name in MEASURED:
+            point.append(None)
+            continue
         point.append(1.1 * (limit if limit is not None else max(getattr(c, name) or 0 for c in costs)))
     return point
 
@@ -111,9 +124,12 @@ def seed_halving(halving: ParetoSuccessiveHalving, store: StudyStore, objectives
     for trial in store.trials():
         if trial.status not in ("complete", "pruned") or trial.costs is None:
             continue
+        values = trial.costs.as_dict()
+        if any(values.get(name) is None for name in objectives[1:]):
+            continue  # a measured cost it was never measured for
         for epoch in halving.rungs:
             if epoch <= len(trial.history):
-                values = {"accuracy": trial.history[epoch - 1]["val_accuracy"], **trial.costs.as_dict()}
+                values["accuracy"] = trial.history[epoch - 1]["val_accuracy"]
                 halving.record(str(trial.number), epoch, objective_point(values, objectives))
 
 
@@ -190,6 +206,7 @@ def run_prepared(
             sampler_seed=settings.sampler.seed,
             confirm=settings.confirm,
             checkpoints=(run_dir / "checkpoints").resolve(),
+            measure_size=data_shape(study).image_size if study.measures else None,
         )
 
         def budget_line(summary: StudySummary) -> str:

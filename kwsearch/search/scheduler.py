@@ -9,6 +9,7 @@ large one; on a front, the small model survives.
 
 from __future__ import annotations
 
+import json
 import math
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
@@ -61,17 +62,25 @@ class ParetoSuccessiveHalving:
 
 class ParetoScheduler(FIFOScheduler):
     """Ray Tune's side: asks :class:`ParetoSuccessiveHalving` at every reported epoch of a run
-    with a ``cost_point`` (search trials; baselines always run to the end)."""
+    with a ``cost_point`` (search trials; baselines always run to the end). A measured cost in
+    the point is its name until the run's worker reports what it measured."""
 
     def __init__(self, halving: ParetoSuccessiveHalving) -> None:
         super().__init__()
         self.halving = halving
+        self._measured: dict[str, dict[str, float]] = {}  # by run key
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         config = trial.config
-        if config.get("cost_point") is None or "epoch" not in result or "val_accuracy" not in result:
+        if config.get("cost_point") is None:
             return TrialScheduler.CONTINUE
-        point = (-result["val_accuracy"], *config["cost_point"])
+        if "measured" in result:
+            self._measured[config["key"]] = json.loads(result["measured"])
+        if "epoch" not in result or "val_accuracy" not in result:
+            return TrialScheduler.CONTINUE
+        measured = self._measured.get(config["key"], {})
+        costs = [measured[c] if isinstance(c, str) else c for c in config["cost_point"]]
+        point = (-result["val_accuracy"], *costs)
         if self.halving.decide(config["key"], int(result["epoch"]), point):
             return TrialScheduler.CONTINUE
         return TrialScheduler.STOP

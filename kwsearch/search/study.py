@@ -27,7 +27,7 @@ from kwsearch.data import DataShape, DataSourceError, dataset_names, dataset_sha
 from kwsearch.models import ModelConfig, ModelConfigError, backbone_names, parse_model_config
 from kwsearch.models.presets import kw_preset
 from kwsearch.nn import family_names
-from kwsearch.records import is_companion
+from kwsearch.records import MEASURED, is_companion
 from kwsearch.search.samplers import SamplerError, SamplerSettings, make_sampler
 from kwsearch.search.space import Dimension, Space, SpaceError
 from kwsearch.search.trackers import LogSettings
@@ -35,7 +35,11 @@ from kwsearch.train import Recipe
 from kwsearch.validation import describe
 from kwsearch.yaml_file import YamlFileError, read_yaml
 
-OBJECTIVES = ("accuracy", "params", "effective_params", "macs")  # accuracy maximised, the rest minimised
+# accuracy maximised, the rest minimised: the counts (known when a config is born) and the costs
+# a worker measures on its device before training (kwsearch.records.MEASURED)
+COUNTED = ("params", "effective_params", "macs")
+OBJECTIVES = ("accuracy", *COUNTED, *MEASURED)
+Objective = Literal[OBJECTIVES]  # a tuple subscript: each name one literal
 SAMPLERS = ("tpe", "nsga2", "gp", "random", "grid")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -69,7 +73,8 @@ def _strict() -> ConfigDict:
 
 
 class Limit(BaseModel):
-    """A parameter or MAC budget: absolute (``2.5e6``) or relative to the static baseline (``0.5x``)."""
+    """A parameter or MAC budget: absolute (``2.5e6``) or relative to the static baseline (``0.5x``);
+    a measured cost's budget, in milliseconds (absolute only)."""
 
     model_config = _strict()
     value: float = Field(gt=0)
@@ -103,6 +108,11 @@ class Budget(BaseModel):
     params: Limit | None = None
     effective_params: Limit | None = None
     macs: Limit | None = None
+    # measured by the worker before training, in milliseconds on its device (absolute only: the
+    # static baseline's own are measured by a worker too, after the budget is needed)
+    train_ms_per_image: Limit | None = None
+    latency_ms: Limit | None = None
+    latency_batch_ms: Limit | None = None
     trials: int | None = Field(default=None, ge=1)  # trained trials (infeasible configs cost nothing)
     wall_clock: float | None = Field(default=None, gt=0)  # seconds; no trial starts after it
     gpu_hours: float | None = Field(default=None, gt=0)
@@ -111,6 +121,17 @@ class Budget(BaseModel):
     @classmethod
     def _limit(cls, value: Any) -> Any:
         return _parse_limit(value)
+
+    @field_validator(*MEASURED, mode="before")
+    @classmethod
+    def _measured_limit(cls, value: Any) -> Any:
+        limit = _parse_limit(value)
+        if isinstance(limit, dict) and limit.get("relative"):
+            raise ValueError(
+                f"{value!r}: a measured cost's budget is in milliseconds (a number); a factor of the static "
+                "baseline cannot be judged before a worker measures the baseline"
+            )
+        return limit
 
     @field_validator("wall_clock", mode="before")
     @classmethod
@@ -123,8 +144,8 @@ class Budget(BaseModel):
         return value
 
     def limits(self) -> dict[str, Limit]:
-        """The constrained quantities (params, effective_params, macs) and their limits."""
-        return {k: v for k in ("params", "effective_params", "macs") if (v := getattr(self, k)) is not None}
+        """The constrained quantities (counted and measured) and their limits."""
+        return {k: v for k in (*COUNTED, *MEASURED) if (v := getattr(self, k)) is not None}
 
 
 class EarlyStopping(BaseModel):
@@ -207,9 +228,7 @@ class StudySettings(BaseModel):
     space: str | dict[str, Any]
     data: DataSettings
     proxy: Recipe = Field(default_factory=Recipe)
-    objectives: list[Literal["accuracy", "params", "effective_params", "macs"]] = Field(
-        default_factory=lambda: ["accuracy", "params"]
-    )
+    objectives: list[Objective] = Field(default_factory=lambda: ["accuracy", "params"])
     budget: Budget = Field(default_factory=Budget)
     sampler: SamplerSettings = Field(default_factory=SamplerSettings)
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
@@ -222,6 +241,9 @@ class StudySettings(BaseModel):
         validation_alias=AliasChoices("baselines", "references"),
     )
     confirm: ConfirmSettings | None = None
+    # time each config on its worker before training (kwsearch.train.timing) even when no
+    # objective or budget names a measured cost (they are measured then anyway)
+    measure: bool = False
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
     log: LogSettings = Field(default_factory=LogSettings)  # experiment trackers the runs stream to
 
@@ -260,7 +282,7 @@ class StudySettings(BaseModel):
     def _objectives(cls, names: list[str]) -> list[str]:
         if not names or names[0] != "accuracy" or len(set(names)) != len(names) or len(names) < 2:
             raise ValueError(
-                "start with accuracy, then one or more of params, effective_params, macs (no repeats)"
+                f"start with accuracy, then one or more of {', '.join(OBJECTIVES[1:])} (no repeats)"
             )
         return names
 
@@ -284,6 +306,13 @@ class Study:
     @property
     def where(self) -> str:
         return str(self.source) if self.source else "study"
+
+    @property
+    def measures(self) -> bool:
+        """Whether workers time each config before training: asked for, or a measured cost is an
+        objective or has a budget."""
+        s = self.settings
+        return s.measure or any(name in MEASURED for name in [*s.objectives, *s.budget.limits()])
 
     def baseline_configs(self) -> dict[str, dict[str, Any]]:
         """Each baseline's model config: the space's lowest values, the preset's conv spec (or

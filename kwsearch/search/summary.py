@@ -7,10 +7,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kwsearch.formats import format_accuracy, format_cost
-from kwsearch.records import FINISHED, StudyStore, TrialRecord, normalized_hypervolume, objective_point
+from kwsearch.records import (
+    FINISHED,
+    StudyStore,
+    TrialRecord,
+    normalized_hypervolume,
+    objective_point,
+    resolved_reference_point,
+)
 from kwsearch.stats import Estimate, FrontNoise, accuracy_estimate, front_noise, published_claims
 
-COST_NAMES = {"params": "params", "effective_params": "effective params", "macs": "MACs"}
+COST_NAMES = {
+    "params": "params",
+    "effective_params": "effective params",
+    "macs": "MACs",
+    "train_ms_per_image": "train/image",
+    "latency_ms": "latency",
+    "latency_batch_ms": "batch latency",
+}
 
 
 @dataclass
@@ -28,14 +42,15 @@ class StudySummary:
     proposals: int  # configs the search proposed: trained, infeasible and duplicates
     pareto: list[int]  # on each config's mean accuracy over its runs (seeds, confirmation runs)
     hypervolume: float
-    reference_point: list[float]
+    reference_point: list[float] | None
     objectives: list[str]
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)  # label -> objectives
     # every complete trial's accuracy: the mean over its config's runs, its 95% interval, the runs
     accuracy: dict[int, list[float | None]] = field(default_factory=dict)
-    # what each front member costs: params, effective_params (where sparse training keeps fewer)
-    # and MACs (where counted)
-    front_costs: dict[int, dict[str, int]] = field(default_factory=dict)
+    # what each front member costs: params, effective_params (where sparse training keeps fewer),
+    # MACs (where counted) and what its worker measured (milliseconds; where measured)
+    front_costs: dict[int, dict[str, float]] = field(default_factory=dict)
+    measured_on: list[str] = field(default_factory=list)  # the devices the measured costs are from
     tied_with_front: list[int] = field(default_factory=list)  # within noise of the front
     front_within_noise: bool = False  # no front member beats another beyond noise
     noise: list[str] = field(default_factory=list)  # what the two say, in words
@@ -75,9 +90,12 @@ class StudySummary:
             if low is not None:
                 interval = f" (95% CI {format_accuracy(low)} to {format_accuracy(high)}{seeds})"
             costs = "  ".join(
-                f"{COST_NAMES[name]} {format_cost(cost)}" for name, cost in self.front_costs[number].items()
+                f"{COST_NAMES[name]} {format_cost(cost, name)}"
+                for name, cost in self.front_costs[number].items()
             )
             out.append(f"  trial {number:>4}  {format_accuracy(accuracy)}{interval}  {costs}")
+        if self.measured_on:
+            out.append(f"times measured on {'; '.join(self.measured_on)}")
         out += self.noise
         if self.baselines:
             out.append("baselines: " + "; ".join(self.baseline_accuracy.values()))
@@ -87,12 +105,13 @@ class StudySummary:
         return out
 
 
-def _costs(trial: TrialRecord, objectives: list[str]) -> dict[str, int]:
-    """Params, effective params (an objective, or fewer than params), MACs where counted."""
+def _costs(trial: TrialRecord, objectives: list[str]) -> dict[str, float]:
+    """Params, effective params (an objective, or fewer than params), MACs where counted, the
+    measured costs where measured."""
     costs = trial.costs.as_dict()
     if costs["effective_params"] == costs["params"] and "effective_params" not in objectives:
         del costs["effective_params"]
-    return {name: value for name, value in costs.items() if value is not None}
+    return {name: value for name, value in costs.items() if isinstance(value, int | float)}
 
 
 def noise_of(store: StudyStore, trials: list[TrialRecord] | None = None) -> FrontNoise:
@@ -152,6 +171,8 @@ def summarize(store: StudyStore) -> StudySummary:
     seconds = sum(t.seconds or 0.0 for t in trials)
     estimates = baseline_estimates(store)
     baselines = {}
+    reference_point = resolved_reference_point(record.reference_point, objectives, trials + store.baselines())
+    devices = {t.costs.device for t in trials + store.baselines() if t.costs and t.costs.device}
     for trial in store.baselines():
         values = trial.objectives(objectives)
         if values is not None:
@@ -167,12 +188,13 @@ def summarize(store: StudyStore) -> StudySummary:
         duplicates=counts["duplicate"],
         proposals=sum(counts[s] for s in FINISHED) + counts["duplicate"],
         pareto=noise.front,
-        hypervolume=normalized_hypervolume(points, record.reference_point) if record.reference_point else 0.0,
-        reference_point=record.reference_point,
+        hypervolume=normalized_hypervolume(points, reference_point) if reference_point else 0.0,
+        reference_point=reference_point,
         objectives=objectives,
         baselines=baselines,
         accuracy={n: [e.value, e.low, e.high, e.runs] for n, e in noise.estimates.items()},
         front_costs={n: _costs(by_number[n], objectives) for n in noise.front},
+        measured_on=sorted(devices),
         tied_with_front=noise.tied,
         front_within_noise=noise.within_noise,
         noise=noise.describe(),

@@ -137,7 +137,8 @@ def proxy_agreement(
         if trial is None or full is None:
             continue
         costs = trial.costs.as_dict() if trial.costs else {}
-        points[number] = objective_point({"accuracy": full, **costs}, objectives)
+        if all(costs.get(name) is not None for name in objectives[1:]):  # measured ones where timed
+            points[number] = objective_point({"accuracy": full, **costs}, objectives)
         proxy = trial.objectives(objectives)
         if proxy is None:
             not_compared.append(number)
