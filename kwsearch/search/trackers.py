@@ -1,9 +1,9 @@
 """Experiment trackers a search streams its runs to (the study's ``log:``): TensorBoard event
-files and an MLflow tracking store, written by the driver through the trackers' own clients as
-the study's storage is (every epoch as it comes, each run's config and costs when it starts,
-how it ended and its final values when it ends).
+files, an MLflow tracking store and Weights & Biases offline runs, written by the driver through
+the trackers' own clients as the study's storage is (every epoch as it comes, each run's config
+and costs when it starts, how it ended and its final values when it ends).
 
-    log: [tensorboard, mlflow]                      # runs/NAME/tensorboard/, runs/NAME/mlflow/
+    log: [tensorboard, mlflow, wandb]               # runs/NAME/tensorboard/, mlflow/, wandb/
     log: {mlflow: {tracking_uri: http://host:5000}}  # any MLflow tracking URI
 
 The trackers mirror the study; the study's storage stays the record: a tracker that fails while
@@ -14,6 +14,7 @@ installed is refused before anything runs.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -24,7 +25,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, model_validator
 
 # tracker -> the module its client needs
-PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
+PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
 
 
 class TensorBoardOptions(BaseModel):
@@ -38,6 +39,12 @@ class MlflowOptions(BaseModel):
     experiment: str | None = None  # default: the study's name
 
 
+class WandbOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    dir: str | None = None  # wandb's own meaning: runs go to DIR/wandb/; default: runs/NAME
+    project: str | None = None  # default: the study's name
+
+
 class LogSettings(BaseModel):
     """The study's ``log:``: a list of tracker names (``[tensorboard, mlflow]``), entries of which
     may carry options (``{mlflow: {tracking_uri: ...}}``), or one mapping of them."""
@@ -45,6 +52,7 @@ class LogSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     tensorboard: TensorBoardOptions | None = None
     mlflow: MlflowOptions | None = None
+    wandb: WandbOptions | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -101,6 +109,13 @@ class Trackers:
                 self._trackers.append(_Mlflow(settings.mlflow, study, run_dir / "mlflow"))
             except Exception as error:  # MLflow's, for a store it cannot open
                 raise TrackerError(f"log: mlflow: cannot open the tracking store ({error})") from None
+        if settings.wandb is not None:
+            folder = Path(settings.wandb.dir) if settings.wandb.dir else run_dir
+            try:
+                (folder / "wandb").mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise TrackerError(f"log: wandb: cannot write its runs ({error})") from None
+            self._trackers.append(_Wandb(folder, settings.wandb.project or study, study))
 
     def start(self, key: str, name: str, config: dict[str, Any], summary: dict[str, float]) -> None:
         """A run starts: its config (flattened to dotted names) and what is known before training
@@ -123,6 +138,8 @@ class Trackers:
                 getattr(tracker, method)(*args)
             except Exception as error:  # any client's; the storage has what the tracker misses
                 self._trackers.remove(tracker)
+                with contextlib.suppress(Exception):  # what it holds open (wandb: its service process)
+                    tracker.close()
                 warnings.warn(
                     f"log: {type(tracker).__name__.strip('_').lower()}: stopped logging "
                     f"({type(error).__name__}: {error}); the study's storage has every run",
@@ -241,3 +258,68 @@ class _Mlflow:
         for run_id in self._runs.values():  # cut off (Ctrl-C): continued when the search is run again
             self.client.set_terminated(run_id, status="KILLED")
         self._runs.clear()
+
+
+class _Wandb:
+    """One Weights & Biases run per kwsearch run, always offline (``DIR/wandb/offline-run-*``,
+    uploaded later, if ever, by ``wandb sync``), in the study's project and group: the config, the
+    costs in the summary, every epoch's metrics (plotted against ``epoch``), and when it ends its
+    final values and status in the summary (exit code 1 when it failed). Quiet: no banners, no
+    console capture, no system metrics. The runs share wandb's service process, ended by
+    :meth:`close` (unless the user's own ``wandb.run`` still needs it)."""
+
+    def __init__(self, folder: Path, project: str, group: str) -> None:
+        import wandb
+
+        self.folder, self.project, self.group = folder, project, group
+        self.settings = wandb.Settings(
+            mode="offline",  # never the network: not WANDB_MODE, not a login
+            silent=True,
+            console="off",
+            x_disable_stats=True,
+            x_disable_meta=True,
+            x_disable_machine_info=True,
+            x_save_requirements=False,
+            disable_git=True,
+            disable_code=True,
+            save_code=False,
+        )
+        self._runs: dict[str, Any] = {}
+
+    def start(self, key: str, name: str, config: dict[str, Any], summary: dict[str, float]) -> None:
+        import wandb
+
+        # a run continued after Ctrl-C is a new run of the same name: offline runs cannot resume
+        run = wandb.init(
+            dir=str(self.folder),
+            project=self.project,
+            group=self.group,
+            name=name,
+            config=config,
+            mode="offline",
+            reinit="create_new",  # runs side by side, the user's wandb.run untouched
+            settings=self.settings,
+        )
+        run.define_metric("epoch")
+        run.define_metric("*", step_metric="epoch")
+        run.summary.update(summary)
+        self._runs[key] = run
+
+    def epoch(self, key: str, metrics: dict[str, float]) -> None:
+        self._runs[key].log(metrics)
+
+    def finish(self, key: str, status: str, summary: dict[str, float]) -> None:
+        run = self._runs.pop(key)
+        run.summary.update({**summary, "status": status})
+        run.finish(exit_code=1 if status == "failed" else 0)
+
+    def close(self) -> None:
+        import wandb
+
+        try:
+            for run in self._runs.values():  # cut off (Ctrl-C): run again next time, as a new run
+                run.finish(exit_code=1)
+        finally:
+            self._runs.clear()
+            if wandb.run is None:
+                wandb.teardown()  # its service process and threads
