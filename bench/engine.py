@@ -34,6 +34,7 @@ import argparse
 import itertools
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,6 +59,7 @@ class Search:
     histories: list[list[dict]]  # every run that trained: search trials, baselines, confirmations
     trial_seconds: float  # the driver's seconds per run, summed (from its proposal to its end)
     results: dict[str, float]  # each run's config and seed -> its last validation accuracy
+    paths: dict[str, str]  # layer shape -> the path chosen for it (timed during the search)
 
     @property
     def wall(self) -> float:
@@ -80,7 +82,9 @@ def run_search(code: Path, study: Path, trials: int | None, work: Path) -> Searc
     ]
     if trials is not None:
         command += ["--trials", str(trials)]
-    env = {**os.environ, "PYTHONPATH": str(code)}  # Ray's workers inherit it: they run the same code
+    # Ray's workers inherit PYTHONPATH: they run the same code. Each search starts with an empty
+    # path-choice cache, as a first search on a machine does: every new layer shape is timed.
+    env = {**os.environ, "PYTHONPATH": str(code), "KWSEARCH_PATH_CACHE": str(work / "paths.json")}
     where = subprocess.run(
         [sys.executable, "-c", "import kwsearch; print(kwsearch.__file__)"],
         env=env,
@@ -101,9 +105,19 @@ def run_search(code: Path, study: Path, trials: int | None, work: Path) -> Searc
     slots = int((os.cpu_count() or 1) // resources.cpu)
     if resources.max_concurrent:
         slots = min(slots, resources.max_concurrent)
+    choices = _path_choices(work / "paths.json")
     results = {json.dumps([t.config, t.seed], sort_keys=True): t.history[-1]["val_accuracy"] for t in runs}
     histories = [t.history for t in runs]
-    return Search(code, start, end, slots, histories, sum(t.seconds or 0.0 for t in runs), results)
+    seconds = sum(t.seconds or 0.0 for t in runs)
+    return Search(code, start, end, slots, histories, seconds, results, choices)
+
+
+def _path_choices(file: Path) -> dict[str, str]:
+    """Each layer shape's path, as the search's path-choice cache holds it."""
+    if not file.exists():
+        return {}
+    sections = json.loads(file.read_text())["devices"].values()
+    return {key: entry["path"] for section in sections for key, entry in section.items()}
 
 
 def account(search: Search) -> dict[str, float] | None:
@@ -164,6 +178,25 @@ def report(search: Search) -> None:
         )
     per_run = parts["set-up in the worker"] / len(search.histories)
     print(f"  set-up per run: {per_run:.2f} s")
+    starts = sorted(history[0]["started_at"] for history in search.histories)
+    if len(starts) >= search.slots:
+        print(f"  every slot training after {starts[search.slots - 1] - search.start:.1f} s")
+    # a worker's next run: from the end of its run before to the start of the next
+    by_worker: dict[float, list[tuple[float, float]]] = {}
+    for history in search.histories:
+        by_worker.setdefault(history[0]["worker"], []).append(
+            (history[0]["started_at"], history[-1]["ended_at"])
+        )
+    handovers = sorted(
+        later[0] - earlier[1]
+        for spans in by_worker.values()
+        for earlier, later in itertools.pairwise(sorted(spans))
+    )
+    if handovers:
+        print(
+            f"  a worker's next run started {statistics.median(handovers):.2f} s after its last ended "
+            f"(median of {len(handovers)}; longest {handovers[-1]:.2f} s)"
+        )
 
 
 def main() -> None:
@@ -192,6 +225,12 @@ def main() -> None:
         before, after = searches
         same = before.results == after.results
         print(f"\nsame configs and accuracies before and after: {'yes' if same else 'NO'}")
+        if before.results.keys() == after.results.keys() and not same:
+            moved = [abs(after.results[k] - before.results[k]) for k in before.results]
+            print(f"  same configs; accuracies differ by up to {max(moved):.4f}")
+        shared = before.paths.keys() & after.paths.keys()
+        differ = sum(before.paths[k] != after.paths[k] for k in shared)
+        print(f"  layer shapes timed in both: {len(shared)}, chosen differently: {differ}")
         print(
             f"wall time after/before: {after.wall / before.wall:.2f} "
             f"({before.wall:.0f} s -> {after.wall:.0f} s)"

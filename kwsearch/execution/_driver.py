@@ -42,7 +42,8 @@ class Run:
 class Outcome:
     """How a run ended: ``finished`` (trained to its last epoch), ``failed`` (an error, with its
     message and traceback) or ``stopped`` (Ray stopped it: the scheduler, or the end of the
-    search). ``history`` holds every epoch known, ``seconds`` the wall time of this attempt."""
+    search). ``history`` holds every epoch known, ``seconds`` the wall time of this attempt: from
+    its start in a worker (from its proposal when it reported no epoch)."""
 
     kind: Literal["finished", "failed", "stopped"]
     history: History
@@ -73,6 +74,7 @@ class _Live:
     run: Run
     started: float
     history: History
+    placed: bool = False  # its start in a worker is known (``started``)
     error: str | None = None
     traceback: str | None = None
     final: dict[str, Any] | None = None
@@ -86,6 +88,9 @@ class Driver(Searcher):
         super().__init__()
         self.policy = policy
         self.live: dict[str, _Live] = {}
+        # runs proposed and not ended (placed or running) beyond which the driver proposes none:
+        # a proposal made early knows fewer finished runs (run_tune sets it; None: no limit)
+        self.max_live: int | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # Ray pickles the tuner's settings to restore an experiment; the driver's state is the
@@ -98,6 +103,8 @@ class Driver(Searcher):
         return len(self.live)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self.max_live is not None and len(self.live) >= self.max_live:
+            return None  # Ray Tune asks again later
         run = self.policy.next_run()
         if run is None:
             return Searcher.FINISHED
@@ -121,6 +128,10 @@ class Driver(Searcher):
         elif "finished" in result:
             live.final = result
         elif "epoch" in result:
+            if "started_at" in result and not live.placed:
+                # its wall time counts from its start in a worker, not from its proposal: the time it
+                # waited for a free slot is no time spent on it
+                live.started, live.placed = max(live.started, result["started_at"]), True
             metrics = {k: result[k] for k in METRICS if k in result}
             # a retried run starts over, a resumed one reports from its checkpoint's epoch on
             live.history = [h for h in live.history if h["epoch"] < metrics["epoch"]] + [metrics]
