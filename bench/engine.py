@@ -1,15 +1,17 @@
 """Where a search's wall time goes outside training epochs.
 
     .venv/bin/python bench/engine.py [--study studies/quickstart.yaml] [--trials N]
-                                     [--before PATH] [--workdir DIR]
+                                     [--before PATH] [--workdir DIR] [--cost-model]
 
 Runs ``kwsearch search STUDY`` (the quick start by default; ``--trials`` makes it smaller) as a
 user does, through the command of this checkout, in a temporary folder, and times it from the
 command's start to its exit. Then it reads the study's storage: every run's epochs
 (``epoch_seconds``) and, where the trainable recorded them (``started_at``, ``setup_seconds``,
 ``ended_at`` in each run's history), when each run began in its worker and when each epoch
-ended. With ``--before PATH`` (another checkout of kwsearch, e.g. `git archive COMMIT | tar -x -C
-PATH`) the same search runs first with that code, in the same run.
+ended. Each search starts with an empty path-choice cache (a first search on a machine: every
+new layer shape is timed); ``--cost-model`` times none. With ``--before PATH`` (another checkout
+of kwsearch, e.g. `git archive COMMIT | tar -x -C PATH`) the same search runs first with that
+code, in the same run.
 
 The search holds ``slots`` runs at once (the CPUs Ray sees over each run's ``resources.cpu``,
 at most ``max_concurrent``); over the wall time W it has ``slots x W`` slot-seconds, and what
@@ -66,7 +68,7 @@ class Search:
         return self.end - self.start
 
 
-def run_search(code: Path, study: Path, trials: int | None, work: Path) -> Search:
+def run_search(code: Path, study: Path, trials: int | None, work: Path, cost_model: bool) -> Search:
     """``kwsearch search`` with the checkout at ``code``, timed from its start to its exit."""
     name = f"engine_{code.name}"
     command = [
@@ -85,6 +87,8 @@ def run_search(code: Path, study: Path, trials: int | None, work: Path) -> Searc
     # Ray's workers inherit PYTHONPATH: they run the same code. Each search starts with an empty
     # path-choice cache, as a first search on a machine does: every new layer shape is timed.
     env = {**os.environ, "PYTHONPATH": str(code), "KWSEARCH_PATH_CACHE": str(work / "paths.json")}
+    if cost_model:  # no layer timed: the cost model chooses every path
+        env["KWSEARCH_MEASURE_PATHS"] = "0"
     where = subprocess.run(
         [sys.executable, "-c", "import kwsearch; print(kwsearch.__file__)"],
         env=env,
@@ -207,6 +211,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=None, help="trained trials (default: the study's)")
     parser.add_argument("--before", type=Path, default=None, help="another checkout, run first")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--cost-model", action="store_true", help="time no layer's paths (KWSEARCH_MEASURE_PATHS=0)"
+    )
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs; load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     searches = []
@@ -218,7 +225,7 @@ def main() -> None:
             else args.study
         )
         with tempfile.TemporaryDirectory(dir=args.workdir) as work:
-            searches.append(run_search(code, study.resolve(), args.trials, Path(work)))
+            searches.append(run_search(code, study.resolve(), args.trials, Path(work), args.cost_model))
     for search in searches:
         report(search)
     if len(searches) == 2:

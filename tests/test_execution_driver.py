@@ -31,13 +31,29 @@ class Policy:
         self.outcomes.append(outcome)
 
 
-def test_the_driver_proposes_no_run_beyond_its_limit_of_live_runs():
+def test_free_slots_get_runs_at_once_and_one_more_waits_once_the_others_are_in_workers():
     driver = Driver(Policy())
-    driver.max_live = 3
-    assert all(driver.suggest(f"t{i}") is not None for i in range(3))
-    assert driver.suggest("t3") is None and driver.policy.proposed == 3  # nothing asked of the policy
+    driver.slots = 2
+    starts = driver.starts()
+
+    def start(trial_id):
+        starts.on_trial_start(0, [], SimpleNamespace(trial_id=trial_id))
+
+    assert driver.suggest("t0") is not None and driver.suggest("t1") is not None  # both slots at once
+    assert driver.suggest("t2") is None  # neither run is in a worker yet
+    start("t0")
+    assert driver.suggest("t2") is None
+    start("t1")
+    assert driver.suggest("t2") is not None  # ready for the next slot to free
+    assert driver.suggest("t3") is None and driver.policy.proposed == 3  # nothing more asked of the policy
     driver.on_trial_complete("t0", error=True)
-    assert driver.suggest("t4") is not None and driver.policy.proposed == 4
+    assert driver.suggest("t3") is None  # t2 takes the free slot: nothing is proposed before it starts
+    start("t2")
+    assert driver.suggest("t3") is not None
+    driver.on_trial_complete("t1", error=True)
+    driver.on_trial_complete("t2", error=True)
+    assert driver.suggest("t4") is not None  # a free slot: at once, t3 not started yet
+    assert driver.policy.proposed == 5
 
 
 def test_a_runs_wall_time_counts_from_its_start_in_a_worker(monkeypatch):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from ray.tune import Callback
 from ray.tune.search import Searcher
 
 from kwsearch.execution._trainable import METRICS
@@ -88,9 +89,9 @@ class Driver(Searcher):
         super().__init__()
         self.policy = policy
         self.live: dict[str, _Live] = {}
-        # runs proposed and not ended (placed or running) beyond which the driver proposes none:
-        # a proposal made early knows fewer finished runs (run_tune sets it; None: no limit)
-        self.max_live: int | None = None
+        # how many runs the cluster holds at once (run_tune sets it; None: propose whenever asked)
+        self.slots: int | None = None
+        self.in_worker: set[str] = set()  # live runs Ray Tune has started in a worker
 
     def __getstate__(self) -> dict[str, Any]:
         # Ray pickles the tuner's settings to restore an experiment; the driver's state is the
@@ -103,7 +104,7 @@ class Driver(Searcher):
         return len(self.live)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        if self.max_live is not None and len(self.live) >= self.max_live:
+        if not self._may_propose():
             return None  # Ray Tune asks again later
         run = self.policy.next_run()
         if run is None:
@@ -118,6 +119,18 @@ class Driver(Searcher):
             "folder": str(run.folder) if run.folder else None,
             "cost_point": run.cost_point,
         }
+
+    def _may_propose(self) -> bool:
+        """A free slot gets a run at once; beyond the slots one run waits, ready for the next slot
+        to free, proposed once every other run is in a worker. A proposal made earlier would know
+        fewer finished runs; one made later would keep a free slot waiting on the driver."""
+        if self.slots is None or len(self.live) < self.slots:
+            return True
+        return len(self.live) == self.slots and all(trial in self.in_worker for trial in self.live)
+
+    def starts(self) -> Callback:
+        """The Ray Tune callback that tells this driver which runs started in a worker."""
+        return _Starts(self)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         live = self.live.get(trial_id)
@@ -145,6 +158,7 @@ class Driver(Searcher):
         if result and not error and "error" not in result and live.final is None and _unseen(result, live):
             self.on_trial_result(trial_id, result)
         del self.live[trial_id]
+        self.in_worker.discard(trial_id)
         seconds = time.time() - live.started
         if error or live.error is not None:
             outcome = Outcome(
@@ -164,6 +178,15 @@ class Driver(Searcher):
         else:
             outcome = Outcome("stopped", live.history, seconds)
         self.policy.on_finish(live.run, outcome)
+
+
+class _Starts(Callback):
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        if trial.trial_id in self.driver.live:
+            self.driver.in_worker.add(trial.trial_id)
 
 
 def _unseen(result: dict, live: _Live) -> bool:

@@ -154,11 +154,10 @@ def run_tune(
 
     # Ray Tune places one proposed run at a time by default: at the start, every slot but the first
     # waited for the run before it to be placed (a worker process started, its imports) before its
-    # own was proposed. With as many placed at once as the cluster holds runs, all slots start
-    # together; the driver still proposes at most one run beyond those running (as before), so
-    # each proposal knows as many finished runs as it did.
+    # own was proposed. Ray Tune may now place as many at once as the cluster holds; the driver
+    # proposes them (Driver.slots) and, beyond them, one run at a time as before.
     slots = concurrent_runs(resources, gpus, cluster_total())
-    driver.max_live = slots + 1
+    driver.slots = slots
 
     def trial_resources(config: dict[str, Any]) -> tune.PlacementGroupFactory:
         if config["recipe"].workers == 1:
@@ -184,6 +183,7 @@ def run_tune(
             storage_path=str((run_dir / "ray").resolve()),
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=retries),
+            callbacks=[driver.starts()],
         ),
     )
     user_set = PENDING_ENV in os.environ  # a user's own setting stands
