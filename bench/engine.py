@@ -19,8 +19,8 @@ the epochs did not use is split, exactly, into:
 
 - driver start: every slot before the first run began in a worker (imports, checks, Ray start,
   the study's storage, the first proposal);
-- set-up in the worker: from a run's start in its worker to its first training step (data, the
-  model, path choice; the first epoch's checkpoint write);
+- set-up in the worker: from a run's start in its worker (``train_model`` called) to its first
+  training step (data, the model, path choice);
 - between epochs: the rest of a run's span (checkpoints, reports, evaluation of the test set);
 - slots idle between runs: a slot free while runs were still to start (placement, Ray's queue,
   the driver's proposal);
@@ -162,7 +162,7 @@ def report(search: Search) -> None:
     total = search.slots * search.wall
     epochs = sum(e["epoch_seconds"] for history in search.histories for e in history)
     outside = 1 - epochs / total
-    workers = {e["worker"] for history in search.histories for e in history if "worker" in e}
+    workers = {e["process"] for history in search.histories for e in history if "process" in e}
     print(f"\n{search.code}")
     print(
         f"  wall {search.wall:.1f} s; {len(search.histories)} runs, {search.slots} at a time: "
@@ -188,7 +188,7 @@ def report(search: Search) -> None:
     # a worker's next run: from the end of its run before to the start of the next
     by_worker: dict[float, list[tuple[float, float]]] = {}
     for history in search.histories:
-        by_worker.setdefault(history[0]["worker"], []).append(
+        by_worker.setdefault(history[0]["process"], []).append(
             (history[0]["started_at"], history[-1]["ended_at"])
         )
     handovers = sorted(

@@ -363,12 +363,12 @@ def test_each_run_records_its_set_up_and_one_worker_process_trains_every_run(tmp
     for trial in trained(trials):
         first, *later = trial.user_attrs["history"]
         assert (
-            first["started_at"] + first["setup_seconds"] + first["epoch_seconds"] <= first["ended_at"] + 1e-6
+            first["started_at"] + first["setup_seconds"] + first["epoch_seconds"] <= first["ended_at"] + 1e-3
         )
         assert first["setup_seconds"] > 0
         assert all("started_at" not in e and "setup_seconds" not in e for e in later)
         assert all(e["ended_at"] > first["ended_at"] for e in later)
         # its wall time counts from its start in the worker, at least to its last epoch's end
         assert trial.user_attrs["seconds"] >= later[-1]["ended_at"] - first["started_at"]
-        workers |= {e["worker"] for e in trial.user_attrs["history"]}
+        workers |= {e["process"] for e in trial.user_attrs["history"]}
     assert len(workers) == 1

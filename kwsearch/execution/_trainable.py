@@ -14,8 +14,6 @@ workers.
 from __future__ import annotations
 
 import json
-import os
-import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -41,7 +39,7 @@ METRICS = (
     "temperature",
     "train_seconds",
     "epoch_seconds",
-    *("started_at", "setup_seconds", "ended_at", "worker"),  # _timing's
+    *("started_at", "setup_seconds", "ended_at", "process"),  # where a run's time went (fit's)
 )
 
 
@@ -53,16 +51,7 @@ def _train(
     workers: Workers = ONE,
 ) -> None:
     """Train the run, reporting each epoch's metrics, then ``finished`` with the whole history (a
-    resumed run's earlier epochs included) and the epoch it resumed from. Each epoch of this
-    attempt carries its timing (:func:`_timing`)."""
-    started = time.time()
-    timings: dict[int, dict[str, float]] = {}
-
-    def on_epoch(metrics: dict[str, Any]) -> None:
-        timings[metrics["epoch"]] = _timing(metrics, started, first=not timings)
-        reported = {**metrics, **timings[metrics["epoch"]]}
-        report({k: float(reported[k]) for k in METRICS if reported.get(k) is not None})
-
+    resumed run's earlier epochs included) and the epoch it resumed from."""
     folder = config.get("folder")
     result = train_model(
         config["model"],
@@ -72,30 +61,19 @@ def _train(
         data_root=data.get("root"),
         data_options=data.get("options"),
         checkpoint_dir=Path(folder) if folder else None,
-        on_epoch=on_epoch,
+        on_epoch=lambda metrics: report(
+            {k: float(metrics[k]) for k in METRICS if metrics.get(k) is not None}
+        ),
         progress=False,
         workers=workers,
     )
-    history = [{**epoch, **timings.get(epoch["epoch"], {})} for epoch in result.history]
     report(
         {
             "finished": 1.0,
             "resumed_from_epoch": float(result.resumed_from_epoch),
-            "history": json.dumps(history),
+            "history": json.dumps(result.history),
         }
     )
-
-
-def _timing(metrics: dict[str, Any], started: float, first: bool) -> dict[str, float]:
-    """Where an epoch's time went, for the engine's accounting (bench/engine.py): ``ended_at``
-    (wall clock) and the worker's process id; the attempt's first epoch also ``started_at`` (when
-    the trainable began, wall clock) and ``setup_seconds`` (from then to the first training step:
-    data, model, path choice)."""
-    ended = time.time()
-    timing = {"ended_at": ended, "worker": float(os.getpid())}
-    if first:
-        timing |= {"started_at": started, "setup_seconds": ended - started - metrics["epoch_seconds"]}
-    return timing
 
 
 def train_run(config: dict[str, Any], data: dict[str, Any], threads: int, cpus: float, gpus: float) -> None:
