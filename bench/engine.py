@@ -2,16 +2,19 @@
 
     .venv/bin/python bench/engine.py [--study studies/quickstart.yaml] [--trials N]
                                      [--before PATH] [--workdir DIR] [--cost-model]
+                                     [--path-cache FILE]
 
 Runs ``kwsearch search STUDY`` (the quick start by default; ``--trials`` makes it smaller) as a
 user does, through the command of this checkout, in a temporary folder, and times it from the
 command's start to its exit. Then it reads the study's storage: every run's epochs
-(``epoch_seconds``) and, where the trainable recorded them (``started_at``, ``setup_seconds``,
-``ended_at`` in each run's history), when each run began in its worker and when each epoch
-ended. Each search starts with an empty path-choice cache (a first search on a machine: every
-new layer shape is timed); ``--cost-model`` times none. With ``--before PATH`` (another checkout
-of kwsearch, e.g. `git archive COMMIT | tar -x -C PATH`) the same search runs first with that
-code, in the same run.
+(``epoch_seconds``) and, where the trainer recorded them (``started_at``, ``setup_seconds``,
+``ended_at``, ``process`` in each run's history), when each run began in its worker and when each
+epoch ended. Each search starts with an empty path-choice cache (a first search on a machine:
+every new layer shape is timed), or from a copy of ``--path-cache FILE`` (the same choices for
+every search, so that their results can agree); ``--cost-model`` times no path. With ``--before
+PATH`` (another checkout of kwsearch, e.g. `git archive COMMIT | tar -x -C PATH`) the same search
+runs first with that code, in the same run, and the two are compared: configs, accuracies, path
+choices, wall time.
 
 The search holds ``slots`` runs at once (the CPUs Ray sees over each run's ``resources.cpu``,
 at most ``max_concurrent``); over the wall time W it has ``slots x W`` slot-seconds, and what
@@ -36,6 +39,7 @@ import argparse
 import itertools
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -68,7 +72,9 @@ class Search:
         return self.end - self.start
 
 
-def run_search(code: Path, study: Path, trials: int | None, work: Path, cost_model: bool) -> Search:
+def run_search(
+    code: Path, study: Path, trials: int | None, work: Path, cost_model: bool, path_cache: Path | None
+) -> Search:
     """``kwsearch search`` with the checkout at ``code``, timed from its start to its exit."""
     name = f"engine_{code.name}"
     command = [
@@ -87,6 +93,8 @@ def run_search(code: Path, study: Path, trials: int | None, work: Path, cost_mod
     # Ray's workers inherit PYTHONPATH: they run the same code. Each search starts with an empty
     # path-choice cache, as a first search on a machine does: every new layer shape is timed.
     env = {**os.environ, "PYTHONPATH": str(code), "KWSEARCH_PATH_CACHE": str(work / "paths.json")}
+    if path_cache is not None:  # every search starts from the same path choices
+        shutil.copy(path_cache, work / "paths.json")
     if cost_model:  # no layer timed: the cost model chooses every path
         env["KWSEARCH_MEASURE_PATHS"] = "0"
     where = subprocess.run(
@@ -103,7 +111,13 @@ def run_search(code: Path, study: Path, trials: int | None, work: Path, cost_mod
     end = time.time()
     if done.returncode:
         sys.exit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    print("  " + next((line for line in done.stdout.splitlines() if "proposals for" in line), ""))
     store = StudyStore.open(default_storage(work / "runs" / name), name)
+    order = [
+        f"{t.number}:{t.status}:" + ",".join(str(v) for v in (t.params or {}).values())
+        for t in store.trials()
+    ]
+    print("  trials in order: " + "  ".join(order))
     runs = [t for t in store.trials() + store.baselines() + store.confirmations() if t.history]
     resources = load_study(study).settings.resources
     slots = int((os.cpu_count() or 1) // resources.cpu)
@@ -212,6 +226,9 @@ def main() -> None:
     parser.add_argument("--before", type=Path, default=None, help="another checkout, run first")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument(
+        "--path-cache", type=Path, default=None, help="start every search from a copy of this path cache"
+    )
+    parser.add_argument(
         "--cost-model", action="store_true", help="time no layer's paths (KWSEARCH_MEASURE_PATHS=0)"
     )
     args = parser.parse_args()
@@ -225,7 +242,9 @@ def main() -> None:
             else args.study
         )
         with tempfile.TemporaryDirectory(dir=args.workdir) as work:
-            searches.append(run_search(code, study.resolve(), args.trials, Path(work), args.cost_model))
+            searches.append(
+                run_search(code, study.resolve(), args.trials, Path(work), args.cost_model, args.path_cache)
+            )
     for search in searches:
         report(search)
     if len(searches) == 2:
