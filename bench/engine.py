@@ -11,7 +11,8 @@ command's start to its exit. Then it reads the study's storage: every run's epoc
 ``ended_at``, ``process`` in each run's history), when each run began in its worker and when each
 epoch ended. Each search starts with an empty path-choice cache (a first search on a machine:
 every new layer shape is timed), or from a copy of ``--path-cache FILE`` (the same choices for
-every search, so that their results can agree); ``--cost-model`` times no path. With ``--before
+every search, so that their results can agree; a missing FILE is filled first with every config
+of the space); ``--cost-model`` times no path. With ``--before
 PATH`` (another checkout of kwsearch, e.g. `git archive COMMIT | tar -x -C PATH`) the same search
 runs first with that code, in the same run, and the two are compared: configs, accuracies, path
 choices, wall time.
@@ -138,6 +139,38 @@ def _path_choices(file: Path) -> dict[str, str]:
     return {key: entry["path"] for section in sections for key, entry in section.items()}
 
 
+def fill_path_cache(study_path: Path, file: Path) -> None:
+    """Time the paths of every config of the study's space and of its baselines into ``file``, on
+    a batch as its trials train on, with their torch threads."""
+    import torch
+
+    from kwsearch.data import load_dataset, train_loader
+    from kwsearch.models import build_model, parse_model_config
+    from kwsearch.search.space import Dimension
+    from kwsearch.train.trainer import choose_training_paths
+
+    study = load_study(study_path)
+    settings = study.settings
+    torch.set_num_threads(settings.resources.torch_threads)
+    data = load_dataset(
+        settings.data.name, image_size=settings.proxy.resolution, **settings.data.options or {}
+    )
+    batches = train_loader(
+        data, settings.proxy.batch_size, indices=torch.arange(settings.proxy.batch_size), seed=0
+    )
+    batches.set_epoch(0)
+    example = next(iter(batches))[0]
+    configs = [config for config, _ in study.space.enumerate(Dimension.grid_values, limit=10_000)]
+    configs += list(study.baseline_configs().values())
+    os.environ["KWSEARCH_PATH_CACHE"] = str(file)
+    started = time.perf_counter()
+    for config in configs:
+        choose_training_paths(
+            build_model(parse_model_config(config, study.space.source)), example, settings.proxy
+        )
+    print(f"{file}: the paths of {len(configs)} configs timed in {time.perf_counter() - started:.0f} s")
+
+
 def account(search: Search) -> dict[str, float] | None:
     """Slot-seconds by where they went (the module docstring); None without the runs' timings."""
     spans = []
@@ -226,12 +259,17 @@ def main() -> None:
     parser.add_argument("--before", type=Path, default=None, help="another checkout, run first")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument(
-        "--path-cache", type=Path, default=None, help="start every search from a copy of this path cache"
+        "--path-cache",
+        type=Path,
+        default=None,
+        help="start every search from a copy of this path cache (filled first when missing)",
     )
     parser.add_argument(
         "--cost-model", action="store_true", help="time no layer's paths (KWSEARCH_MEASURE_PATHS=0)"
     )
     args = parser.parse_args()
+    if args.path_cache is not None and not args.path_cache.exists():
+        fill_path_cache(args.study, args.path_cache.resolve())
     print(f"{os.cpu_count()} CPUs; load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     searches = []
     for code in ([args.before.resolve()] if args.before else []) + [HERE]:
