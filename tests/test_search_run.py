@@ -349,3 +349,26 @@ def test_a_study_whose_trials_all_failed_exits_1_saying_why(tmp_path):
         "error: diverging: no trial completed: 2 trials failed; 2 of them with TrainingDiverged:"
     )
     assert "lower the learning rate" in error
+
+
+def test_each_run_records_its_set_up_and_one_worker_process_trains_every_run(tmp_path):
+    """One run at a time: Ray hands each run to the worker process of the run before (which keeps
+    the data set it loaded), and each run's first epoch records the run's start in its worker and
+    its set-up before the first training step; every epoch records when it ended and where."""
+    resources = {"cpu": 1, "max_concurrent": 1, "threads": 1}
+    study = tiny_study("timings", SEARCHED, sampler={"name": "random", "seed": 0}, budget={"trials": 3})
+    summary, trials, _ = search(tmp_path, {**study, "resources": resources})
+    assert summary.complete == 3
+    workers = set()
+    for trial in trained(trials):
+        first, *later = trial.user_attrs["history"]
+        assert (
+            first["started_at"] + first["setup_seconds"] + first["epoch_seconds"] <= first["ended_at"] + 1e-3
+        )
+        assert first["setup_seconds"] > 0
+        assert all("started_at" not in e and "setup_seconds" not in e for e in later)
+        assert all(e["ended_at"] > first["ended_at"] for e in later)
+        # its wall time counts from its start in the worker, at least to its last epoch's end
+        assert trial.user_attrs["seconds"] >= later[-1]["ended_at"] - first["started_at"]
+        workers |= {e["process"] for e in trial.user_attrs["history"]}
+    assert len(workers) == 1

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from ray.tune import Callback
 from ray.tune.search import Searcher
 
 from kwsearch.execution._trainable import METRICS
@@ -46,8 +47,9 @@ class Outcome:
     """How a run ended: ``finished`` (trained to its last epoch), ``failed`` (an error, with its
     message and traceback) or ``stopped`` (Ray stopped it: the scheduler, or the end of the
     search, or a measured cost over its limit: it never trained). ``history`` holds every epoch
-    known, ``seconds`` the wall time of this attempt, ``measured`` what the worker measured
-    before training (:func:`kwsearch.train.timing.measure_costs`) when the run asked."""
+    known, ``seconds`` the wall time of this attempt: from its start in a worker (from its
+    proposal when it reported no epoch); ``measured`` what the worker measured before training
+    (:func:`kwsearch.train.timing.measure_costs`) when the run asked."""
 
     kind: Literal["finished", "failed", "stopped"]
     history: History
@@ -79,6 +81,7 @@ class _Live:
     run: Run
     started: float
     history: History
+    placed: bool = False  # its start in a worker is known (``started``)
     error: str | None = None
     traceback: str | None = None
     final: dict[str, Any] | None = None
@@ -93,6 +96,9 @@ class Driver(Searcher):
         super().__init__()
         self.policy = policy
         self.live: dict[str, _Live] = {}
+        # how many runs the cluster holds at once (run_tune sets it; None: propose whenever asked)
+        self.slots: int | None = None
+        self.in_worker: set[str] = set()  # live runs Ray Tune has started in a worker
 
     def __getstate__(self) -> dict[str, Any]:
         # Ray pickles the tuner's settings to restore an experiment; the driver's state is the
@@ -105,6 +111,8 @@ class Driver(Searcher):
         return len(self.live)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if not self._may_propose():
+            return None  # Ray Tune asks again later
         run = self.policy.next_run()
         if run is None:
             return Searcher.FINISHED
@@ -120,6 +128,18 @@ class Driver(Searcher):
             "measure": run.measure,
         }
 
+    def _may_propose(self) -> bool:
+        """A free slot gets a run at once; beyond the slots one run waits, ready for the next slot
+        to free, proposed once every other run is in a worker. A proposal made earlier would know
+        fewer finished runs; one made later would keep a free slot waiting on the driver."""
+        if self.slots is None or len(self.live) < self.slots:
+            return True
+        return len(self.live) == self.slots and all(trial in self.in_worker for trial in self.live)
+
+    def starts(self) -> Callback:
+        """The Ray Tune callback that tells this driver which runs started in a worker."""
+        return _Starts(self)
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         live = self.live.get(trial_id)
         if live is None:
@@ -131,6 +151,10 @@ class Driver(Searcher):
         elif "finished" in result:
             live.final = result
         elif "epoch" in result:
+            if "started_at" in result and not live.placed:
+                # its wall time counts from its start in a worker, not from its proposal: the time it
+                # waited for a free slot is no time spent on it
+                live.started, live.placed = max(live.started, result["started_at"]), True
             metrics = {k: result[k] for k in METRICS if k in result}
             # a retried run starts over, a resumed one reports from its checkpoint's epoch on
             live.history = [h for h in live.history if h["epoch"] < metrics["epoch"]] + [metrics]
@@ -144,6 +168,7 @@ class Driver(Searcher):
         if result and not error and "error" not in result and live.final is None and _unseen(result, live):
             self.on_trial_result(trial_id, result)
         del self.live[trial_id]
+        self.in_worker.discard(trial_id)
         seconds = time.time() - live.started
         if error or live.error is not None:
             outcome = Outcome(
@@ -165,6 +190,15 @@ class Driver(Searcher):
         else:
             outcome = Outcome("stopped", live.history, seconds, measured=live.measured)
         self.policy.on_finish(live.run, outcome)
+
+
+class _Starts(Callback):
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        if trial.trial_id in self.driver.live:
+            self.driver.in_worker.add(trial.trial_id)
 
 
 def _unseen(result: dict, live: _Live) -> bool:

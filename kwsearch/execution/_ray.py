@@ -16,6 +16,8 @@ class ClusterError(ValueError):
     """A Ray cluster that cannot be joined or cannot give what was asked (bad input: exit 2)."""
 
 
+# Ray Tune's limit on the runs it places at once (read when a Tune run starts).
+PENDING_ENV = "TUNE_MAX_PENDING_TRIALS_PG"
 # How long the Ray cluster named by --address may take to accept a connection.
 CONNECT_TIMEOUT_S = 5
 
@@ -120,6 +122,18 @@ def gpus_per_run(resources: Resources, node: dict[str, float], auto: float, wher
     return resources.gpu
 
 
+def concurrent_runs(resources: Resources, gpus: float, cluster: dict[str, float]) -> int:
+    """How many runs of ``resources.cpu`` CPUs and ``gpus`` GPUs each ``cluster`` (its resources
+    together) holds at once, at most ``resources.max_concurrent``; at least 1."""
+    fits = [cluster.get("CPU", 0.0) / resources.cpu] if resources.cpu else []
+    if gpus:
+        fits.append(cluster.get("GPU", 0.0) / gpus)
+    runs = int(min(fits)) if fits else 1
+    if resources.max_concurrent:
+        runs = min(runs, resources.max_concurrent)
+    return max(runs, 1)
+
+
 def run_tune(
     driver,
     *,
@@ -137,6 +151,13 @@ def run_tune(
     from ray import tune
 
     from kwsearch.execution._trainable import train_run
+
+    # Ray Tune places one proposed run at a time by default: at the start, every slot but the first
+    # waited for the run before it to be placed (a worker process started, its imports) before its
+    # own was proposed. Ray Tune may now place as many at once as the cluster holds; the driver
+    # proposes them (Driver.slots) and, beyond them, one run at a time as before.
+    slots = concurrent_runs(resources, gpus, cluster_total())
+    driver.slots = slots
 
     def trial_resources(config: dict[str, Any]) -> tune.PlacementGroupFactory:
         if config["recipe"].workers == 1:
@@ -162,6 +183,14 @@ def run_tune(
             storage_path=str((run_dir / "ray").resolve()),
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=retries),
+            callbacks=[driver.starts()],
         ),
     )
-    tuner.fit()
+    user_set = PENDING_ENV in os.environ  # a user's own setting stands
+    if not user_set:
+        os.environ[PENDING_ENV] = str(slots)
+    try:
+        tuner.fit()
+    finally:
+        if not user_set:
+            del os.environ[PENDING_ENV]

@@ -40,6 +40,7 @@ METRICS = (
     "temperature",
     "train_seconds",
     "epoch_seconds",
+    *("started_at", "setup_seconds", "ended_at", "process"),  # where a run's time went (fit's)
 )
 
 

@@ -6,6 +6,7 @@ it."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -115,7 +116,9 @@ def train_model(
     ``recipe``, as this process's share of ``workers`` (all of it by default). Raises
     ModelConfigError when the model does not fit the data (classes, channels), RecipeError for data
     controls the data cannot meet and for a recipe of several workers run as one (they run through
-    Ray: ``kwsearch replay``), and what :func:`kwsearch.train.trainer.fit` raises."""
+    Ray: ``kwsearch replay``), and what :func:`kwsearch.train.trainer.fit` raises. The first
+    epoch's ``setup_seconds`` counts from this call: the data set and the model are set-up too."""
+    started_at = time.time()
     if recipe.workers != workers.size:
         raise RecipeError(
             f"workers: {recipe.workers} data-parallel workers train through Ray Train (a replay: `kwsearch "
@@ -207,4 +210,5 @@ def train_model(
         step_hooks=step_hooks,
         progress=progress,
         workers=workers,
+        started_at=started_at,
     )

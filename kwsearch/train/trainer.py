@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -166,6 +167,7 @@ def fit(
     step_hooks: Sequence[StepHook] = (),
     progress: bool | None = None,
     workers: Workers = ONE,
+    started_at: float | None = None,
 ) -> TrainResult:
     """Train ``model`` by ``recipe``; evaluate on ``val`` (and ``test`` if given) every epoch.
 
@@ -181,8 +183,14 @@ def fit(
     Raises TrainingDiverged when a loss it computes diverges (:func:`check_loss`: the training
     loss as it goes and every epoch's training, validation and test mean losses, all summed over
     the workers), and OutOfMemory when the device runs out of memory.
+
+    Each epoch's metrics say where its time went: ``ended_at`` (wall clock, once evaluated) and
+    ``process`` (the id of the process that trained it); the first epoch of this call also
+    ``started_at`` (wall clock: ``started_at``, or when ``fit`` was called) and ``setup_seconds``
+    (from then to the first training step: the caller's data and model, path choice, compiling).
     """
     started = time.perf_counter()
+    started_at = time.time() if started_at is None else started_at
     run_info = run_info or {}
     model.to(device)
     if recipe.uses_channels_last(device):
@@ -216,6 +224,7 @@ def fit(
     # A NaN check is a host-device synchronisation: every step on CPU, every 50 on a GPU.
     check_every = 1 if device.type == "cpu" else 50
     params = sum(p.numel() for p in model.parameters())
+    setup = {"started_at": started_at, "setup_seconds": time.time() - started_at}
     try:
         for epoch in range(first_epoch, recipe.epochs):
             epoch_started = time.perf_counter()
@@ -278,6 +287,9 @@ def fit(
                 else None,
                 "train_seconds": train_seconds,
                 "epoch_seconds": time.perf_counter() - epoch_started,
+                **(setup if epoch == first_epoch else {}),
+                "ended_at": time.time(),
+                "process": os.getpid(),
             }
             if test is not None:
                 metrics["test_loss"], metrics["test_accuracy"] = evaluate(
