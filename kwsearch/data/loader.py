@@ -289,34 +289,25 @@ def train_loader(
     ``Augmentation()`` for none. Short final batches are dropped unless ``drop_last`` is False.
     ``shard`` (rank, workers) gives a data-parallel worker its share of every batch.
     """
+    options = {
+        "indices": indices,
+        "shuffle": True,
+        "drop_last": drop_last,
+        "seed": seed,
+        "augmentation": dataset.default_augmentation() if augmentation is None else augmentation,
+        "dtype": dtype,
+        "channels_last": channels_last,
+        "shard": shard,
+    }
     if isinstance(dataset, StreamedDataset):
-        return _stream_loader(
-            dataset,
-            "train",
-            batch_size,
-            indices=indices,
-            shuffle=True,
-            drop_last=drop_last,
-            seed=seed,
-            augmentation=dataset.default_augmentation() if augmentation is None else augmentation,
-            dtype=dtype,
-            channels_last=channels_last,
-            shard=shard,
-        )
+        return _stream_loader(dataset, "train", batch_size, **options)
     return DeviceLoader(
         dataset.train_images,
         dataset.train_labels,
         batch_size=batch_size,
         mean=dataset.mean,
         std=dataset.std,
-        indices=indices,
-        shuffle=True,
-        drop_last=drop_last,
-        seed=seed,
-        augmentation=dataset.default_augmentation() if augmentation is None else augmentation,
-        dtype=dtype,
-        channels_last=channels_last,
-        shard=shard,
+        **options,
     )
 
 

@@ -19,8 +19,8 @@ from kwsearch import __version__
 from kwsearch.formats import format_accuracy, format_cost
 from kwsearch.records import MEASURED
 from kwsearch.report import analysis, layout, paper_tables
-from kwsearch.report.data import ReportError, StudyData, present
-from kwsearch.report.figures import LABELS, TEMPLATE, hover_text
+from kwsearch.report.data import ReportError, StudyData
+from kwsearch.report.figures import LABELS, TEMPLATE, hover_text, interval_bars
 
 PALETTE = ("rgb(31,119,180)", "rgb(255,127,14)", "rgb(44,160,44)", "rgb(214,39,40)", "rgb(148,103,189)")
 
@@ -86,15 +86,7 @@ def plot_fronts(comparison: Comparison, cost: str) -> go.Figure:
                 line={"shape": "hv", "color": color, "width": 2},
                 marker={"size": 9, "color": color},
                 name=name,
-                error_y={
-                    "type": "data",
-                    "symmetric": False,
-                    "array": [_half(r, "accuracy_high") for r in records],
-                    "arrayminus": [_half(r, "accuracy_low") for r in records],
-                    "color": color,
-                    "thickness": 1,
-                    "width": 3,
-                },
+                error_y=interval_bars(records, color),
                 text=[f"<b>{name}</b><br>{hover_text(r, comparison.objectives)}" for r in records],
                 hoverinfo="text",
             )
@@ -209,7 +201,3 @@ def _point(point: list[float] | None, objectives: list[str]) -> str:
         f"{name} {format_accuracy(abs(v)) if name == 'accuracy' else format_cost(v, name)}"
         for name, v in zip(objectives, point, strict=False)
     )
-
-
-def _half(row: dict, end: str) -> float:
-    return abs(row[end] - row["accuracy"]) if present(row.get(end)) else 0.0

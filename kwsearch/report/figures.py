@@ -111,7 +111,7 @@ def accuracy_vs_cost(data: StudyData, cost: str) -> go.Figure:
                     legendgroup=kind,
                     showlegend=not any(t.legendgroup == kind for t in fig.data),
                     marker=style,
-                    error_y=_interval_bars(records, style["color"]) if row == 1 else None,
+                    error_y=interval_bars(records, style["color"]) if row == 1 else None,
                     text=[hover_text(r, objectives) for r in records],
                     hoverinfo="text",
                 ),
@@ -139,7 +139,7 @@ def accuracy_vs_cost(data: StudyData, cost: str) -> go.Figure:
                 mode="markers+text",
                 name="baselines",
                 marker={"symbol": "star", "size": 14, "color": "rgb(44,160,44)", "line": {"width": 1}},
-                error_y=_interval_bars(records, "rgb(44,160,44)"),
+                error_y=interval_bars(records, "rgb(44,160,44)"),
                 text=[plot_text(r["label"]) for r in records],
                 textposition="top center",
                 hovertext=[hover_text(r, objectives) for r in records],
@@ -318,7 +318,7 @@ def cheap_proxies(proxies: list[CheapProxy], target: float) -> go.Figure:
     return fig
 
 
-def _interval_bars(records: list[dict[str, Any]], color: str) -> dict[str, Any] | None:
+def interval_bars(records: list[dict[str, Any]], color: str) -> dict[str, Any] | None:
     """Each point's 95% accuracy interval as an error bar (none where it has no interval)."""
     if not any(present(r.get("accuracy_low")) for r in records):
         return None
