@@ -167,3 +167,37 @@ def test_choosing_leaves_the_model_and_the_random_stream_as_they_were(tmp_path):
     assert model.training and all(p.grad is None for p in model.parameters())
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_a_run_too_short_to_pay_for_timing_takes_the_cost_model_unless_a_timing_is_cached(tmp_path):
+    file = tmp_path / "paths.json"
+    short = choose_paths(mixed_model(), example(), measure=True, cache_file=file, steps=10)
+    assert {e.choice.source for e in short} == {"modelled", "only"}
+    assert not file.exists()  # nothing timed, nothing written
+
+    # A long run times what a run of no known length times, and the choices it caches serve
+    # every later run, however short.
+    long = choose_paths(mixed_model(), example(), measure=True, cache_file=file, steps=1_000_000)
+    unbounded = choose_paths(mixed_model(), example(), measure=True, cache_file=tmp_path / "other.json")
+    assert [e.choice.source for e in long] == [e.choice.source for e in unbounded]
+    assert any(e.choice.source == "measured" for e in long)
+    again = choose_paths(mixed_model(), example(), measure=True, cache_file=file, steps=10)
+    assert [e.choice.path for e in again] == [e.choice.path for e in long]
+    assert [e.choice.source for e in again] == [
+        "cached" if e.choice.source == "measured" else e.choice.source for e in long
+    ]
+
+
+def test_the_steps_that_pay_for_timing_grow_with_what_the_timing_costs():
+    from kwsearch.nn.cost import PathCost
+    from kwsearch.nn.path_choice import _timing_pays
+
+    even = {"a": PathCost(1e6, 0), "b": PathCost(1e6, 0)}
+    # Two equal paths: a warm-up and three timed passes of each, 8 passes, at 5% of the run.
+    assert not _timing_pays(even, ["a", "b"], CPU, steps=159)
+    assert _timing_pays(even, ["a", "b"], CPU, steps=160)
+    # A path modelled 4x slower is given up after its first timed pass: 2 passes of it, 4 of the
+    # other, 12 of the fastest's time.
+    lopsided = {"a": PathCost(1e6, 0), "b": PathCost(4e6, 0)}
+    assert not _timing_pays(lopsided, ["a", "b"], CPU, steps=239)
+    assert _timing_pays(lopsided, ["a", "b"], CPU, steps=240)

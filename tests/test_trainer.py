@@ -13,7 +13,15 @@ import yaml
 
 from kwsearch.models import ModelConfigError, build_model, parse_model_config
 from kwsearch.nn import MultiPathLayer, TemperatureControlled
-from kwsearch.train import Recipe, RecipeError, TrainingDiverged, fit, to_channels_last, train_model
+from kwsearch.train import (
+    Recipe,
+    RecipeError,
+    TrainingDiverged,
+    choose_training_paths,
+    fit,
+    to_channels_last,
+    train_model,
+)
 from kwsearch.train.checkpoint import load_checkpoint
 from tests.helpers import interrupt_after_epoch
 
@@ -312,7 +320,7 @@ def test_channels_last_training_of_dynamic_models(family):
             assert tensor.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_each_layer_takes_a_path_timed_once_before_the_first_step(monkeypatch, tmp_path):
+def test_each_layer_takes_its_path_before_the_first_step_timed_only_where_the_run_pays(monkeypatch, tmp_path):
     file = tmp_path / "paths.json"
     monkeypatch.setenv("KWSEARCH_PATH_CACHE", str(file))
     monkeypatch.setenv("KWSEARCH_MEASURE_PATHS", "1")
@@ -323,10 +331,18 @@ def test_each_layer_takes_a_path_timed_once_before_the_first_step(monkeypatch, t
             layers = [m for m in model.modules() if isinstance(m, MultiPathLayer)]
             choices.extend(choice for layer in layers for choice in layer.chosen_paths.items())
 
+    # 12 steps: too few to pay for timing any layer, so the cost model chooses and nothing is cached
     config = model_config("kw", sharing_range=["layer"])
     train(config, recipe(epochs=1), step_hooks=[record])
     assert choices and all(shape[0] == 32 for shape, _ in choices)  # the training batch
-    assert "measured" in {choice.source for _, choice in choices} <= {"measured", "modelled", "only"}
+    assert {choice.source for _, choice in choices} <= {"modelled", "only"}
+    assert not file.exists()
+
+    # Timed for a run of no known length (what `kwsearch inspect --paths` does), the choices
+    # serve the short run from the cache, which it leaves as it was.
+    example = torch.randn(32, 1, 16, 16)
+    timed_now = choose_training_paths(build_model(config), example, recipe(epochs=1))
+    assert "measured" in {entry.choice.source for entry in timed_now}
     timed = file.read_text()
     choices.clear()
     train(config, recipe(epochs=1), step_hooks=[record])

@@ -6,7 +6,10 @@ input it then takes the path that ran fastest forward + backward in training mod
 training's autocast, and keeps the choice in the layer (``layer.chosen_paths``). A choice timed
 before on this device and torch version comes from the cache file (:mod:`kwsearch.nn.path_cache`);
 layers with the same signature and input share one timing. With timing off (``measure=False``, or
-``KWSEARCH_MEASURE_PATHS=0``) and on the meta device, the cost model decides.
+``KWSEARCH_MEASURE_PATHS=0``), on the meta device, and for a run too short to pay for timing (the
+passes would cost more than ``_TIMING_SHARE`` of the layer's modelled time over the run's
+``steps``: a proxy of a few dozen steps), the cost model decides; a choice cached earlier is used
+whatever the run's length.
 
 The trainer calls it once before the first step and ``kwsearch inspect --paths`` shows what it
 chose. Nothing else does: building a model, and the meta-device accounting, never time anything.
@@ -35,6 +38,10 @@ _REPEATS = 3  # timed runs per path after one warm-up run; the fastest counts
 # ResNet stage on a CPU the per-sample kernels take seconds a run.
 _GIVE_UP = 3.0
 _HOPELESS = 10.0  # a path the cost model estimates at this many times its cheapest is not timed
+# Timing a layer's paths takes (1 + _REPEATS) passes of each: a short run would spend more on it
+# than a better path can save (the cost model's worst error seen is 4x), so a layer is timed only
+# where its modelled timing costs at most this share of its modelled time over the run.
+_TIMING_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,19 @@ def _worth_timing(costs: dict[str, PathCost], device: torch.device) -> list[str]
     at 0.7x), while such a path can take seconds a pass (cell_conv at 64x28x28)."""
     modelled = {path: cost.time(device.type) for path, cost in costs.items()}
     return [path for path, t in modelled.items() if t <= _HOPELESS * min(modelled.values())]
+
+
+def _timing_pays(
+    costs: dict[str, PathCost], candidates: Sequence[str], device: torch.device, steps: int
+) -> bool:
+    """Whether timing ``candidates`` costs at most ``_TIMING_SHARE`` of what the layer spends on
+    its modelled fastest path over ``steps`` training steps (timing passes and steps alike are a
+    forward and a backward pass). Every candidate runs a warm-up and one timed pass; only those
+    within ``_GIVE_UP`` of the fastest (as modelled) run the other rounds."""
+    modelled = [costs[path].time(device.type) for path in candidates]
+    fastest = min(modelled)
+    passes = 2 * sum(modelled) + (_REPEATS - 1) * sum(t for t in modelled if t < _GIVE_UP * fastest)
+    return passes <= _TIMING_SHARE * steps * fastest
 
 
 def _time_paths(
@@ -174,11 +194,15 @@ def choose_paths(
     autocast_dtype: torch.dtype | None = None,
     measure: bool | None = None,
     cache_file: Path | None = None,
+    steps: int | None = None,
 ) -> list[LayerPaths]:
     """Choose the path of every multi-path layer of ``model`` for the inputs it meets on
     ``example`` (a batch as training feeds it: shape, dtype, device, memory layout), timing the
     paths under ``autocast_dtype`` (None: no autocast) unless ``measure`` is False (None: on
-    unless ``KWSEARCH_MEASURE_PATHS`` turns it off). Layers with a forced ``path`` keep it.
+    unless ``KWSEARCH_MEASURE_PATHS`` turns it off). ``steps`` is how many training steps the
+    choice serves: a layer whose timing would not pay over them (:func:`_timing_pays`) takes the
+    cost model's path unless the cache holds a timing; None times whatever is worth timing.
+    Layers with a forced ``path`` keep it.
 
     Returns one :class:`LayerPaths` per layer and input, in the order the model calls them.
     """
@@ -199,7 +223,7 @@ def choose_paths(
             continue
         key = _cache_key(layer, spec, autocast_dtype)
         if key not in decided:
-            decided[key] = _decide(layer, spec, key, device, cache, parameters, autocast_dtype, timed)
+            decided[key] = _decide(layer, spec, key, device, cache, parameters, autocast_dtype, timed, steps)
         layer.chosen_paths[spec.shape] = decided[key]
         report.append(LayerPaths(names[id(layer)], spec, decided[key]))
     if cache is not None:
@@ -216,6 +240,7 @@ def _decide(
     parameters: Sequence[nn.Parameter],
     autocast_dtype: torch.dtype | None,
     timed: dict[str, tuple[str, dict[str, float]]],
+    steps: int | None,
 ) -> PathChoice:
     """One layer's choice for one input; a new timing is added to ``timed``."""
     costs = layer.path_costs(torch.empty(spec.shape, device="meta"))
@@ -227,6 +252,8 @@ def _decide(
     stored = cache.lookup(key)
     if stored is not None and stored[0] in costs:  # a path renamed since is timed again
         return PathChoice(stored[0], "cached", stored[1])
+    if steps is not None and not _timing_pays(costs, candidates, device, steps):
+        return PathChoice(cheapest(costs, device), "modelled")
     milliseconds = _time_paths(layer, spec, candidates, parameters, autocast_dtype)
     if not milliseconds:  # every path ran out of memory: training will too, with its own message
         return PathChoice(cheapest(costs, device), "modelled")

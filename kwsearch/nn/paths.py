@@ -32,7 +32,8 @@ ChoiceSource = Literal["measured", "cached", "modelled", "only", "forced"]
 class PathChoice:
     """The path a layer takes for one input shape, and how it was decided: ``measured`` (timed
     now), ``cached`` (timed earlier on this device and torch version), ``modelled`` (the cost
-    model, timing off), ``only`` (one path applies) or ``forced`` (the layer's ``path``)."""
+    model: timing off, or a run too short to pay for it), ``only`` (one path applies) or
+    ``forced`` (the layer's ``path``)."""
 
     path: str
     source: ChoiceSource

@@ -109,14 +109,17 @@ def _autocast(device: torch.device, recipe: Recipe):
     return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
-def choose_training_paths(model: nn.Module, example: torch.Tensor, recipe: Recipe) -> list[LayerPaths]:
+def choose_training_paths(
+    model: nn.Module, example: torch.Tensor, recipe: Recipe, steps: int | None = None
+) -> list[LayerPaths]:
     """Choose the execution path of every dynamic layer of ``model`` (on ``example``'s device, in
     the recipe's memory layout) for training batches like ``example`` under ``recipe``'s autocast
-    (:func:`kwsearch.nn.choose_paths`); returns the choices."""
+    (:func:`kwsearch.nn.choose_paths`) for a run of ``steps`` training steps (None: of no known
+    length; a short run takes the cost model's paths where no timing is cached); returns the choices."""
     device = example.device
     if recipe.uses_channels_last(device):
         example = example.contiguous(memory_format=torch.channels_last)
-    return choose_paths(model, example, autocast_dtype=_autocast_dtype(device, recipe))
+    return choose_paths(model, example, autocast_dtype=_autocast_dtype(device, recipe), steps=steps)
 
 
 def _progress(iterable: Iterable, total: int, description: str, enabled: bool | None):
@@ -176,9 +179,10 @@ def fit(
     otherwise ValueError). A model whose conv family trains sparse (SLaK) is masked and rewired by
     :class:`kwsearch.train.sparse.DynamicSparsity`; its masks are model buffers, so checkpoints
     carry them. Before the first step every dynamic layer's execution path is chosen for the
-    training batch (:func:`choose_training_paths`: timed on the device, or read from the path
-    cache). ``on_epoch`` receives each epoch's metrics. With data-parallel ``workers`` every
-    worker calls ``fit`` with its share of the batches (the loaders' shard): gradients, metrics
+    training batch (:func:`choose_training_paths`: timed on the device where the run is long
+    enough to pay for it, read from the path cache, or the cost model's). ``on_epoch`` receives
+    each epoch's metrics. With data-parallel ``workers`` every worker calls ``fit`` with its
+    share of the batches (the loaders' shard): gradients, metrics
     and SLaK's masks are shared, rank 0 writes the checkpoint and every worker resumes from it.
     Raises TrainingDiverged when a loss it computes diverges (:func:`check_loss`: the training
     loss as it goes and every epoch's training, validation and test mean losses, all summed over
@@ -216,9 +220,11 @@ def fit(
         train.set_epoch(0)
         sparsity.initialize(model, train)
     # Once, before the first step (and before compiling, so the graph takes the chosen paths):
-    # every dynamic layer times its exact paths on a batch of this shape, or reads an earlier timing.
+    # every dynamic layer times its exact paths on a batch of this shape where the steps left pay
+    # for it, or reads an earlier timing.
     train.set_epoch(first_epoch)
-    choose_training_paths(model, next(iter(train))[0], recipe)
+    steps_left = (recipe.epochs - first_epoch) * steps_per_epoch
+    choose_training_paths(model, next(iter(train))[0], recipe, steps=steps_left)
     # Static shapes: training batches never change size (the loader drops a short last batch).
     network = torch.compile(workers.wrap(model), dynamic=False) if recipe.compile else workers.wrap(model)
     # A NaN check is a host-device synchronisation: every step on CPU, every 50 on a GPU.
