@@ -78,6 +78,7 @@ GEOMETRIES = [
     (3, 40, 20, 3, 4, 1, 1, 0, 1, 20, 40, 2, True),  # 1x1; cell_in 40 spans two channel tiles
     (2, 8, 16, 5, 5, 1, 2, 0, 1, 16, 8, 3, True),  # 1x1 stride 2: a ResNet shortcut
     (2, 4, 4, 6, 6, 3, 1, 2, 2, 4, 2, 3, True),  # dilation 2
+    (2, 8, 80, 3, 3, 3, 1, 1, 1, 80, 8, 2, True),  # cell_out 80 spans two output tiles
 ]
 
 

@@ -15,11 +15,13 @@ where ``CELL_KERNEL`` is 1 for spatially partitioned warehouses (1x1 cells, one 
 kernel position) and ``KH * KW`` for full-kernel cells (one spatial mixture): the layout
 :meth:`kwsearch.nn.kernel_warehouse.KWConvNd.assemble` gives.
 
-The kernels use only Triton's built-in operations, none of ``triton.language.standard`` (tl.zeros,
-tl.cdiv, tl.sum): those are jit functions themselves, fixed as compiled or interpreted when
-triton is first imported, and the interpreter cannot call compiled ones; so these kernels also
-interpret where something (torch's inductor, say) imported triton before ``TRITON_INTERPRET=1``
-was set. Triton decides whether to interpret when this module is imported.
+The kernels call only Triton's built-in operations, none of ``triton.language.standard``
+(tl.zeros, tl.cdiv, tl.sum): those are jit functions themselves, fixed as compiled or interpreted
+when triton is first imported, and the interpreter cannot call compiled ones; so these kernels
+also interpret where something (``import torch._dynamo``, say) imported triton before
+``TRITON_INTERPRET=1`` was set. (``_total`` hands tl.sum's combine function to tl.reduce, which
+the interpreter recognises without calling it.) Triton decides whether to interpret when this
+module is imported.
 
 This module imports triton; import it only where triton is installed.
 """
