@@ -116,17 +116,18 @@ def test_output_and_gradients_equal_the_float64_reference(case):
         assert_rel_close(a.double(), e, rtol=1e-5)
 
 
-def test_bfloat16_input_accumulates_in_float32():
+@pytest.mark.parametrize(("dtype", "rtol"), [(torch.bfloat16, 2e-2), (torch.float16, 2e-3)])
+def test_half_precision_input_accumulates_in_float32(dtype, rtol):
     geometry, operands = random_operands(GEOMETRIES[1])
     x, cells, alpha = operands
     dy = torch.randn(1, 16, 2, 2)
     expected = output_and_gradients(
         lambda *t: reference_conv(*t, geometry), [t.double() for t in operands], dy
     )
-    actual = output_and_gradients(lambda *t: kw_conv2d(*t, geometry), [x.bfloat16(), cells, alpha], dy)
-    assert [t.dtype for t in actual] == [torch.bfloat16, torch.bfloat16, torch.float32, torch.float32]
+    actual = output_and_gradients(lambda *t: kw_conv2d(*t, geometry), [x.to(dtype), cells, alpha], dy)
+    assert [t.dtype for t in actual] == [dtype, dtype, torch.float32, torch.float32]
     for a, e in zip(actual, expected, strict=True):
-        assert_rel_close(a.double(), e, rtol=2e-2)  # bfloat16 rounding of x, the kernel and dy
+        assert_rel_close(a.double(), e, rtol)  # rounding of x, the kernel and dy to the half type
 
 
 def test_only_the_gradients_asked_for_are_computed():
