@@ -9,7 +9,9 @@ noisy; absolute times are printed for context only). ``kw1x``, ``dyconv`` and ``
 paths ``choose_paths`` times on the device (or reads from the path cache, ``KWSEARCH_PATH_CACHE``:
 point it at a new file to time afresh); ``kw1x-model`` takes the cost model's paths; ``kw1x-ref``
 is KernelWarehouse 1x forced onto the reference implementation's algorithm (assemble a kernel per
-sample, one grouped convolution).
+sample, one grouped convolution); ``kw1x-triton`` forces the fused Triton path on every layer it
+applies to (the others timed as for ``kw1x``): it needs ``KWSEARCH_TRITON=1`` and a CUDA device,
+so it runs only when asked for (``--families static kw1x kw1x-triton``).
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ FAMILIES = {
     "kw1x": KW1X,
     "kw1x-model": KW1X,
     "kw1x-ref": KW1X,
+    "kw1x-triton": KW1X,
 }
+OPT_IN = {"kw1x-triton"}  # not in the default --families
 TIMED_PATHS = {"dyconv", "odconv", "kw1x"}  # families whose layers take the paths timed on the device
 # ResNet18 3x3 convs at a 112x112 input: (channels, feature map side) per stage.
 LAYERS = [(64, 28), (128, 14), (256, 7), (512, 4)]
@@ -44,7 +48,14 @@ STAGE_DEPTH = 6  # convs sharing one warehouse in a ResNet18 stage with handover
 
 def _take_paths(model: nn.Module, x: torch.Tensor, family: str) -> None:
     """Set the paths ``family`` runs: timed on the device, the reference's, or the cost model's."""
-    if family in TIMED_PATHS:
+    if family == "kw1x-triton":
+        layers = [m for m in model.modules() if isinstance(m, KWConvNd)]
+        fused = [m for m in layers if m.path_unavailable("fused_triton") is None]
+        if not fused:
+            raise SystemExit(f"kw1x-triton: fused_triton {layers[0].path_unavailable('fused_triton')}")
+        for m in fused:
+            m.path = "fused_triton"
+    if family in TIMED_PATHS or family == "kw1x-triton":
         choose_paths(model, x, autocast_dtype=torch.bfloat16 if x.device.type == "cuda" else None)
     elif family == "kw1x-ref":
         for m in model.modules():
@@ -152,7 +163,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[32, 128])
     parser.add_argument("--size", type=int, default=112, help="input side for the whole-network steps")
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
+    parser.add_argument(
+        "--families", nargs="+", default=[f for f in FAMILIES if f not in OPT_IN], choices=list(FAMILIES)
+    )
     parser.add_argument("--skip-layers", action="store_true")
     parser.add_argument("--skip-network", action="store_true")
     parser.add_argument(

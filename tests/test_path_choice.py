@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from kwsearch.models import account, build_model, parse_model_config
-from kwsearch.nn import ConvFactory, PathCache, choose_paths, measuring_enabled
+from kwsearch.nn import ConvFactory, KWConvNd, PathCache, choose_paths, measuring_enabled
 from kwsearch.nn.path_choice import MEASURE_ENV
 from tests.helpers import randomize_
 
@@ -201,3 +201,20 @@ def test_the_steps_that_pay_for_timing_grow_with_what_the_timing_costs():
     lopsided = {"a": PathCost(1e6, 0), "b": PathCost(4e6, 0)}
     assert not _timing_pays(lopsided, ["a", "b"], CPU, steps=239)
     assert _timing_pays(lopsided, ["a", "b"], CPU, steps=240)
+
+
+def test_a_path_that_raises_is_left_out_and_never_chosen(tmp_path, monkeypatch):
+    # A Triton kernel that does not compile for the device at hand must not crash the training.
+    def broken(layer, x, alpha):
+        raise RuntimeError("kernel failed to compile")
+
+    monkeypatch.setitem(KWConvNd._PATHS, "input_mixing", broken)
+    factory = ConvFactory({"family": "kw"})
+    model = nn.Sequential(factory.conv(16, 16, 3, padding=1, name="a"))
+    factory.finalize(randomize_(model))
+    x = torch.randn(3, 16, 3, 3)  # a small map: the cost model leaves all three paths to timing
+    with pytest.warns(RuntimeWarning, match="'input_mixing'.*kernel failed to compile"):
+        (entry,) = choose_paths(model, x, measure=True, cache_file=tmp_path / "paths.json")
+    assert entry.choice.source == "measured"
+    assert entry.choice.path != "input_mixing" and "input_mixing" not in entry.choice.milliseconds
+    assert len(entry.choice.milliseconds) >= 2

@@ -8,7 +8,7 @@ finds it), so its warehouses are model parameters, counted once.
 Layers are allocated in the order ``model.modules()`` yields them, as the reference does, so a
 published model's cells start where the paper's start.
 
-Each layer's kernel is a per-sample mixture of warehouse cells. Four exact execution paths
+Each layer's kernel is a per-sample mixture of warehouse cells. Five exact execution paths
 compute the output; which runs is chosen per input shape by timing them on the device
 (:func:`kwsearch.nn.choose_paths`), or from FLOP and element counts (:mod:`kwsearch.nn.cost`):
 
@@ -17,9 +17,12 @@ compute the output; which runs is chosen per input shape by timing them on the d
   1x1 and linear layers, to the unfolded input for larger ungrouped 2-d kernels);
 - ``cell_conv``: convolve once with the cells themselves, then mix the outputs by the attention;
 - ``input_mixing``: mix the unfolded input by the attention, then one matrix multiply with the
-  cells shared by the whole batch (``y_b = sum_n C_n (sum alpha_b X_b)``).
+  cells shared by the whole batch (``y_b = sum_n C_n (sum alpha_b X_b)``);
+- ``fused_triton``: one Triton implicit-GEMM convolution that mixes each weight tile from the
+  cells on chip (:mod:`kwsearch.nn.triton_kw`); ungrouped 2-d layers on a CUDA device, opt-in
+  with ``KWSEARCH_TRITON=1`` until it has been measured on a GPU.
 
-The last two never form a per-sample kernel, which pays when the warehouse outnumbers the output
+The last three never form a per-sample kernel, which pays when the warehouse outnumbers the output
 positions (late stages, small inputs): assembly costs ``n / positions`` times the convolution,
 cell_conv ``n / out_groups + n / cell_in``, input_mixing ``n / cell_out + n / (in_groups * k)``.
 """
@@ -45,6 +48,13 @@ from kwsearch.nn.temperature import (
     TemperatureControlled,
     TemperatureSchedule,
     completed_from,
+)
+from kwsearch.nn.triton_kw import (
+    BLOCK_POSITIONS,
+    SUPPORTED_DTYPES,
+    FusedGeometry,
+    fused_path_unavailable,
+    kw_conv2d,
 )
 from kwsearch.nn.warehouse import (
     ReservedLayer,
@@ -212,11 +222,31 @@ class KWConvNd(TemperatureControlled, MultiPathLayer):
         y = (cells_by_out @ mixed).view(cell_out, batch, m.out_groups, positions)
         return y.permute(1, 2, 0, 3).reshape(batch, s.out_channels, *self._output_size(x))
 
+    def _fused_geometry(self) -> FusedGeometry:
+        s, m = self.shape, self.mixtures
+        return FusedGeometry(
+            tuple(s.kernel_size),
+            tuple(s.stride),
+            tuple(s.padding),
+            tuple(s.dilation),
+            m.spatial,
+            m.out_groups,
+            m.in_groups,
+        )
+
+    def _fused_triton(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        # The kernels see no autocast: give them the input in the dtype a convolution would run in.
+        if torch.is_autocast_enabled(x.device.type):
+            x = x.to(torch.get_autocast_dtype(x.device.type))
+        cells = self.cells
+        return kw_conv2d(x, cells, alpha.reshape(x.shape[0], -1, cells.shape[0]), self._fused_geometry())
+
     _PATHS: ClassVar[dict[str, Callable]] = {
         "grouped_conv": _grouped_conv,
         "batched_matmul": _batched_matmul,
         "cell_conv": _cell_conv,
         "input_mixing": _input_mixing,
+        "fused_triton": _fused_triton,
     }
     paths = tuple(_PATHS)
 
@@ -225,8 +255,10 @@ class KWConvNd(TemperatureControlled, MultiPathLayer):
         pointwise = is_pointwise(s.kernel_size, s.padding, s.groups)
         if path == "batched_matmul" and not pointwise and (self.dims != 2 or s.groups != 1):
             return "needs a pointwise kernel (1x1, unpadded, ungrouped) or an ungrouped 2-d convolution"
-        if path in ("cell_conv", "input_mixing") and (self.dims != 2 or s.groups != 1):
+        if path in ("cell_conv", "input_mixing", "fused_triton") and (self.dims != 2 or s.groups != 1):
             return "needs an ungrouped 2-d convolution"
+        if path == "fused_triton":
+            return fused_path_unavailable(self.cells.device)
         return None
 
     def path_signature(self) -> str:
@@ -271,6 +303,15 @@ class KWConvNd(TemperatureControlled, MultiPathLayer):
             costs["input_mixing"] = PathCost(
                 flops=2.0 * mixed_elements * m.in_groups * m.spatial + 2.0 * mixed_elements * cell_out,
                 elements_moved=4.0 * mixed_elements + 2.0 * batch * unfolded_rows * positions,
+            )
+        if self.path_unavailable("fused_triton") is None and x.dtype in SUPPORTED_DTYPES:
+            # The conv's FLOPs, plus each program mixing its weight tiles from all n cells once per
+            # BLOCK_POSITIONS output positions; it moves the input, the output and the cells, and
+            # no per-sample kernel.
+            tiles = batch * math.ceil(positions / BLOCK_POSITIONS)
+            costs["fused_triton"] = PathCost(
+                flops=2.0 * batch * kernel_numel * positions + 2.0 * tiles * n * kernel_numel,
+                elements_moved=float(x.numel() + batch * s.out_channels * positions + n * cell_numel),
             )
         return costs
 

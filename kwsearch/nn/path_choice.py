@@ -21,6 +21,7 @@ import contextlib
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,7 +123,8 @@ def _time_paths(
 ) -> dict[str, float]:
     """Milliseconds of a forward + backward pass (gradients of the input and of ``parameters``,
     which must include everything the layer trains, shared warehouses too) of each of ``paths``
-    for an input like ``spec``; a path that runs out of memory is left out.
+    for an input like ``spec``; a path that runs out of memory or raises is left out (with a
+    warning), so a kernel that fails to compile or launch on this device is never chosen.
 
     Inputs come from a private generator and gradients are returned, not accumulated, so the
     model's random stream, gradients and state are as before.
@@ -141,13 +143,21 @@ def _time_paths(
         torch.autograd.grad(out, inputs, torch.ones_like(out), allow_unused=True)
 
     def run(path: str) -> float | None:
-        """Seconds of one pass of ``path``; None when it runs out of memory."""
+        """Seconds of one pass of ``path``; None when it runs out of memory or raises."""
         layer.path = path
         try:
             return _seconds(step, device)
         except torch.OutOfMemoryError:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+            return None
+        except Exception as error:  # e.g. a Triton kernel that does not compile for this device
+            warnings.warn(
+                f"path {path!r} of {layer.path_signature()} raised {type(error).__name__}: {error}; "
+                "it is left out of the choice",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             return None
 
     seconds: dict[str, float] = {}
