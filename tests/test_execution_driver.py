@@ -77,15 +77,17 @@ def test_a_runs_wall_time_counts_from_its_start_in_a_worker(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("cpu", "gpus", "max_concurrent", "cluster", "runs"),
+    ("cpu", "gpus", "max_concurrent", "cluster", "workers", "runs"),
     [
-        (1, 0.0, None, {"CPU": 2.0}, 2),
-        (1, 0.0, 1, {"CPU": 2.0}, 1),
-        (2, 0.0, None, {"CPU": 3.0}, 1),
-        (1, 0.25, None, {"CPU": 16.0, "GPU": 1.0}, 4),
-        (4, 0.0, None, {"CPU": 2.0}, 1),  # never none
+        (1, 0.0, None, {"CPU": 2.0}, 1, 2),
+        (1, 0.0, 1, {"CPU": 2.0}, 1, 1),
+        (2, 0.0, None, {"CPU": 3.0}, 1, 1),
+        (1, 0.25, None, {"CPU": 16.0, "GPU": 1.0}, 1, 4),
+        (4, 0.0, None, {"CPU": 2.0}, 1, 1),  # never none
+        (1, 0.0, None, {"CPU": 4.0}, 2, 2),  # data-parallel runs hold every worker's CPUs
+        (1, 1.0, None, {"CPU": 16.0, "GPU": 4.0}, 4, 1),  # and GPUs
     ],
 )
-def test_concurrent_runs_are_what_the_cluster_holds_at_once(cpu, gpus, max_concurrent, cluster, runs):
+def test_concurrent_runs_are_what_the_cluster_holds(cpu, gpus, max_concurrent, cluster, workers, runs):
     resources = SimpleNamespace(cpu=cpu, gpu=gpus, max_concurrent=max_concurrent, torch_threads=1)
-    assert concurrent_runs(resources, gpus, cluster) == runs
+    assert concurrent_runs(resources, gpus, cluster, workers) == runs

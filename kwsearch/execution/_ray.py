@@ -122,12 +122,13 @@ def gpus_per_run(resources: Resources, node: dict[str, float], auto: float, wher
     return resources.gpu
 
 
-def concurrent_runs(resources: Resources, gpus: float, cluster: dict[str, float]) -> int:
-    """How many runs of ``resources.cpu`` CPUs and ``gpus`` GPUs each ``cluster`` (its resources
-    together) holds at once, at most ``resources.max_concurrent``; at least 1."""
-    fits = [cluster.get("CPU", 0.0) / resources.cpu] if resources.cpu else []
+def concurrent_runs(resources: Resources, gpus: float, cluster: dict[str, float], workers: int = 1) -> int:
+    """How many runs of ``workers`` data-parallel workers of ``resources.cpu`` CPUs and ``gpus``
+    GPUs each ``cluster`` (its resources together) holds at once, at most
+    ``resources.max_concurrent``; at least 1."""
+    fits = [cluster.get("CPU", 0.0) / (resources.cpu * workers)] if resources.cpu else []
     if gpus:
-        fits.append(cluster.get("GPU", 0.0) / gpus)
+        fits.append(cluster.get("GPU", 0.0) / (gpus * workers))
     runs = int(min(fits)) if fits else 1
     if resources.max_concurrent:
         runs = min(runs, resources.max_concurrent)
@@ -143,10 +144,11 @@ def run_tune(
     retries: int,
     run_dir: Path,
     scheduler=None,
+    workers: int = 1,
 ) -> None:
     """Run the one trainable on ``data`` as Ray Tune trials, each holding ``resources`` and
-    ``gpus`` (a run of several data-parallel workers: each of its workers), until ``driver`` has
-    nothing more to propose; a run whose worker dies is restarted up to ``retries`` times. Ray's
+    ``gpus`` (a run of ``workers`` data-parallel workers: each of its workers), until ``driver``
+    has nothing more to propose; a run whose worker dies is restarted up to ``retries`` times. Ray's
     result folders (``run_dir/ray``) are scratch: the driver's policy writes the study's storage."""
     from ray import tune
 
@@ -156,7 +158,7 @@ def run_tune(
     # waited for the run before it to be placed (a worker process started, its imports) before its
     # own was proposed. Ray Tune may now place as many at once as the cluster holds; the driver
     # proposes them (Driver.slots) and, beyond them, one run at a time as before.
-    slots = concurrent_runs(resources, gpus, cluster_total())
+    slots = concurrent_runs(resources, gpus, cluster_total(), workers)
     driver.slots = slots
 
     def trial_resources(config: dict[str, Any]) -> tune.PlacementGroupFactory:

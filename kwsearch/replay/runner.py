@@ -301,6 +301,7 @@ def run_replay(
                     gpus=gpus,
                     retries=settings.retries,
                     run_dir=run_dir,
+                    workers=full.workers,
                 )
                 failed = policy.failed
     replays = found.store.replays()
