@@ -4,6 +4,7 @@ hooks, divergence, and the `kwsearch train` command."""
 import json
 import subprocess
 import sys
+import time
 from functools import partial
 from pathlib import Path
 
@@ -348,3 +349,12 @@ def test_each_layer_takes_its_path_before_the_first_step_timed_only_where_the_ru
     train(config, recipe(epochs=1), step_hooks=[record])
     assert "cached" in {choice.source for _, choice in choices} <= {"cached", "modelled", "only"}
     assert file.read_text() == timed
+
+
+def test_a_runs_set_up_counts_from_when_its_caller_started_it():
+    """The trainable times a run's measured costs before training: that is the run's set-up too."""
+    started_at = time.time() - 100.0
+    result = train(recipe_=recipe(epochs=1), started_at=started_at)
+    first = result.history[0]
+    assert first["started_at"] == started_at and first["setup_seconds"] >= 100.0
+    assert first["ended_at"] - first["started_at"] >= first["setup_seconds"] + first["epoch_seconds"] - 1e-3

@@ -14,6 +14,7 @@ workers.
 from __future__ import annotations
 
 import json
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -50,9 +51,11 @@ def _train(
     report: Callable[[dict[str, Any]], None],
     device: torch.device,
     workers: Workers = ONE,
+    started_at: float | None = None,
 ) -> None:
     """Train the run, reporting each epoch's metrics, then ``finished`` with the whole history (a
-    resumed run's earlier epochs included) and the epoch it resumed from."""
+    resumed run's earlier epochs included) and the epoch it resumed from. Its set-up counts from
+    ``started_at`` (default: the trainer's start)."""
     folder = config.get("folder")
     result = train_model(
         config["model"],
@@ -67,6 +70,7 @@ def _train(
         ),
         progress=False,
         workers=workers,
+        started_at=started_at,
     )
     report(
         {
@@ -85,6 +89,8 @@ def train_run(config: dict[str, Any], data: dict[str, Any], threads: int, cpus: 
     cost is over its limit. A failure is reported (message and traceback; a worker's own) before
     it is raised, so the study records why."""
     torch.set_num_threads(threads)
+    # The run's time, and its set-up, count from here: timing its measured costs is part of it.
+    started_at = time.time()
     try:
         if config.get("measure") and not _measure(config, default_device()):
             return
@@ -92,7 +98,7 @@ def train_run(config: dict[str, Any], data: dict[str, Any], threads: int, cpus: 
             _train_data_parallel(config, data, threads, cpus, gpus)
         else:
             # Ray sets CUDA_VISIBLE_DEVICES to the run's GPU (share)
-            _train(config, data, tune.report, default_device())
+            _train(config, data, tune.report, default_device(), started_at=started_at)
     except Exception as error:
         failure, where = _worker_failure(error)
         tune.report({"error": f"{type(failure).__name__}: {failure}", "traceback": where})

@@ -111,14 +111,16 @@ def train_model(
     step_hooks: Sequence[StepHook] = (),
     progress: bool | None = None,
     workers: Workers = ONE,
+    started_at: float | None = None,
 ) -> TrainResult:
     """Train ``config`` on ``data`` (``data_options`` go to :func:`kwsearch.data.load_dataset`) by
     ``recipe``, as this process's share of ``workers`` (all of it by default). Raises
     ModelConfigError when the model does not fit the data (classes, channels), RecipeError for data
     controls the data cannot meet and for a recipe of several workers run as one (they run through
     Ray: ``kwsearch replay``), and what :func:`kwsearch.train.trainer.fit` raises. The first
-    epoch's ``setup_seconds`` counts from this call: the data set and the model are set-up too."""
-    started_at = time.time()
+    epoch's ``setup_seconds`` counts from ``started_at`` (wall clock; default: this call): the
+    data set and the model are set-up too, and whatever the caller did for the run before."""
+    started_at = time.time() if started_at is None else started_at
     if recipe.workers != workers.size:
         raise RecipeError(
             f"workers: {recipe.workers} data-parallel workers train through Ray Train (a replay: `kwsearch "
