@@ -415,12 +415,13 @@ def test_gradients_pass_gradcheck(path, kernel):
     assert torch.autograd.gradcheck(lambda x, cells: layer(x), (x, cells), fast_mode=True)
 
 
+@pytest.mark.parametrize("path", ["batched_matmul", "input_mixing"])
 @pytest.mark.parametrize(
     "case", [c for c in CONV_CASES if c[6] == 1], ids=lambda c: f"k{c[2]}s{c[3]}p{c[4]}d{c[5]}"
 )
-def test_batched_matmul_in_chunks_of_the_batch_gives_the_reference_and_its_gradients(case, monkeypatch):
-    # On a CPU the batched_matmul path mixes the kernels of a few samples at a time; one sample a
-    # chunk here, with a batch of 3, and out-groups, in-groups and full-kernel cells among the cases.
+def test_unfolded_input_paths_give_the_reference_and_its_gradients(case, path, monkeypatch):
+    # On a CPU the batched_matmul path mixes the kernels of a few samples at a time: one sample a
+    # chunk here, with a batch of 3. Out-groups, in-groups and full-kernel cells are among the cases.
     cin, cout, k, stride, pad, dil, _, bias, options = case
     layers = [
         ("blk_layer0", "conv", (cin, cout, k), dict(stride=stride, padding=pad, dilation=dil, bias=bias)),
@@ -430,7 +431,7 @@ def test_batched_matmul_in_chunks_of_the_batch_gives_the_reference_and_its_gradi
     set_temperature(net, 0.3)
     layer = net.layers[0].train()
     monkeypatch.setattr(kernel_warehouse, "_CPU_KERNEL_CHUNK_BYTES", 1)
-    layer.path = "batched_matmul"
+    layer.path = path
     x = torch.randn(3, cin, 9, 9, dtype=torch.float64, requires_grad=True)
     parameters = {id(p): p for p in [*warehouse_managers(net)[0].warehouses, *layer.parameters()]}
     inputs = [x, *parameters.values()]  # the input, the cells, the attention's and the bias
