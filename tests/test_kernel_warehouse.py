@@ -415,17 +415,28 @@ def test_gradients_pass_gradcheck(path, kernel):
     assert torch.autograd.gradcheck(lambda x, cells: layer(x), (x, cells), fast_mode=True)
 
 
-@pytest.mark.parametrize("path", ["batched_matmul", "input_mixing"])
 @pytest.mark.parametrize(
-    "case", [c for c in CONV_CASES if c[6] == 1], ids=lambda c: f"k{c[2]}s{c[3]}p{c[4]}d{c[5]}"
+    ("case", "path"),
+    [
+        (case, path)
+        for case in CONV_CASES
+        for path in ("grouped_conv", "batched_matmul", "input_mixing")
+        if path == "grouped_conv" or case[6] == 1  # the others take ungrouped layers
+    ],
+    ids=lambda c: f"k{c[2]}s{c[3]}p{c[4]}d{c[5]}g{c[6]}" if isinstance(c, tuple) else c,
 )
-def test_unfolded_input_paths_give_the_reference_and_its_gradients(case, path, monkeypatch):
-    # On a CPU the batched_matmul path mixes the kernels of a few samples at a time: one sample a
-    # chunk here, with a batch of 3. Out-groups, in-groups and full-kernel cells are among the cases.
-    cin, cout, k, stride, pad, dil, _, bias, options = case
+def test_paths_give_the_reference_and_its_gradients_in_chunks_of_the_batch(case, path, monkeypatch):
+    # On a CPU the assembling paths take a few samples' kernels at a time: one sample a chunk here,
+    # with a batch of 3. Out-groups, in-groups and full-kernel cells are among the cases.
+    cin, cout, k, stride, pad, dil, groups, bias, options = case
     layers = [
-        ("blk_layer0", "conv", (cin, cout, k), dict(stride=stride, padding=pad, dilation=dil, bias=bias)),
-        ("blk_layer1", "conv", (cin, cout, k), dict(padding=k // 2)),
+        (
+            "blk_layer0",
+            "conv",
+            (cin, cout, k),
+            dict(stride=stride, padding=pad, dilation=dil, groups=groups, bias=bias),
+        ),
+        ("blk_layer1", "conv", (cin, cout, k), dict(padding=k // 2, groups=groups)),
     ]
     net = randomize_(Stack(kw(sharing_range=["layer"], **options), layers)).double()
     set_temperature(net, 0.3)

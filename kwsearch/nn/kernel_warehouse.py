@@ -59,13 +59,14 @@ from kwsearch.nn.warehouse import (
 
 Ratio = PositiveFloat | list[PositiveFloat]
 
-# Per-sample kernels mixed at once by the batched_matmul path on a CPU. A chunk of the batch whose
-# kernels fit the last-level cache is multiplied while they are still there, and its kernels come
-# from memory the allocator reuses: the whole batch's kernels (75 MB at 256x7x7, batch 32) are fresh
-# pages every pass, whose faults cost as much CPU time as the mixing that fills them (57 ms against
-# 29 ms into reused memory). At 256x7x7 on a 32 MiB L3, chunks of 4 to 8 samples (9 to 19 MB) ran
-# fastest, 16 samples (38 MB) no faster than the whole batch.
-_CPU_KERNEL_CHUNK_BYTES = 16 * 2**20
+# Per-sample kernels assembled at once by the grouped_conv and batched_matmul paths on a CPU. A
+# chunk of the batch whose kernels fit the last-level cache is convolved or multiplied while they
+# are still there, and its kernels come from memory the allocator reuses: the whole batch's kernels
+# (75 MB at 256x7x7, batch 32) are fresh pages every pass, whose faults cost as much CPU time as
+# the mixing that fills them (57 ms against 29 ms into reused memory). On a 32 MiB L3, one thread:
+# batched_matmul at 256x7x7 ran fastest in chunks of 4 to 10 samples (9 to 24 MB), grouped_conv at
+# 128x14x14, batch 128, in chunks of 32 to 43 (19 to 25 MB: 300 ms against 540 ms for one chunk).
+_CPU_KERNEL_CHUNK_BYTES = 24 * 2**20
 
 
 class KWOptions(BaseModel):
@@ -161,6 +162,9 @@ class KWConvNd(TemperatureControlled, MultiPathLayer):
         return kernels.reshape(batch, s.out_channels, s.in_channels // s.groups, *s.kernel_size)
 
     def _grouped_conv(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        return self._in_chunks(self._grouped_conv_of_chunk, x, alpha)
+
+    def _grouped_conv_of_chunk(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         s = self.shape
         return grouped_conv(
             x, self.assemble(alpha, x.shape[0]), None, s.stride, s.padding, s.dilation, s.groups
@@ -170,27 +174,28 @@ class KWConvNd(TemperatureControlled, MultiPathLayer):
         s = self.shape
         if is_pointwise(s.kernel_size, s.padding, s.groups):
             return pointwise_bmm(x, self.assemble(alpha, x.shape[0]), None, s.stride)
-        chunk = self._samples_per_chunk(x)
-        if chunk >= x.shape[0]:
-            return self._unfolded_matmul(x, alpha)
-        mixtures = self.mixtures.count
-        return torch.cat(
-            [
-                self._unfolded_matmul(x_chunk, alpha[start * mixtures : (start + len(x_chunk)) * mixtures])
-                for start, x_chunk in zip(range(0, x.shape[0], chunk), x.split(chunk), strict=True)
-            ]
-        )
+        return self._in_chunks(self._unfolded_matmul, x, alpha)
 
-    def _samples_per_chunk(self, x: torch.Tensor) -> int:
-        """How many samples' kernels ``_unfolded_matmul`` mixes at once: on a CPU, as many as fit
-        in ``_CPU_KERNEL_CHUNK_BYTES``; elsewhere the whole batch (a GPU wants large multiplies)."""
-        if x.device.type != "cpu":
-            return x.shape[0]
-        s = self.shape
-        sample_bytes = (
-            s.out_channels * (s.in_channels // s.groups) * math.prod(s.kernel_size) * x.element_size()
+    def _in_chunks(
+        self, run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor, alpha: torch.Tensor
+    ) -> torch.Tensor:
+        """``run(x, alpha)`` on equal chunks of the batch whose per-sample kernels take at most
+        ``_CPU_KERNEL_CHUNK_BYTES`` (on a CPU; elsewhere the whole batch: a GPU wants large
+        operations), the outputs concatenated."""
+        batch = x.shape[0]
+        kernel_bytes = batch * self._kernel_numel() * x.element_size()
+        chunks = (
+            min(batch, math.ceil(kernel_bytes / _CPU_KERNEL_CHUNK_BYTES)) if x.device.type == "cpu" else 1
         )
-        return max(1, _CPU_KERNEL_CHUNK_BYTES // sample_bytes)
+        if chunks <= 1:
+            return run(x, alpha)
+        size = math.ceil(batch / chunks)
+        alpha_chunks = alpha.split(size * self.mixtures.count)  # rows are (sample, mixture)
+        return torch.cat([run(*pair) for pair in zip(x.split(size), alpha_chunks, strict=True)])
+
+    def _kernel_numel(self) -> int:
+        s = self.shape
+        return s.out_channels * (s.in_channels // s.groups) * math.prod(s.kernel_size)
 
     def _unfolded_matmul(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """Per-sample kernels times the unfolded input, one mixed cell at a time, in the order the
