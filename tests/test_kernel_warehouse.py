@@ -14,6 +14,7 @@ from kwsearch.nn import (
     ConvSpecError,
     KWConvNd,
     KWLinear,
+    kernel_warehouse,
     set_temperature,
     warehouse_managers,
 )
@@ -412,6 +413,44 @@ def test_gradients_pass_gradcheck(path, kernel):
     x = torch.randn(2, 4, 3, 3, dtype=torch.float64, requires_grad=True)
     cells = warehouse_managers(net)[0].warehouses[0]
     assert torch.autograd.gradcheck(lambda x, cells: layer(x), (x, cells), fast_mode=True)
+
+
+@pytest.mark.parametrize(
+    ("case", "path"),
+    [
+        (case, path)
+        for case in CONV_CASES
+        for path in ("grouped_conv", "batched_matmul", "input_mixing")
+        if path == "grouped_conv" or case[6] == 1  # the others take ungrouped layers
+    ],
+    ids=lambda c: f"k{c[2]}s{c[3]}p{c[4]}d{c[5]}g{c[6]}" if isinstance(c, tuple) else c,
+)
+def test_paths_give_the_reference_and_its_gradients_in_chunks_of_the_batch(case, path, monkeypatch):
+    # On a CPU the assembling paths take a few samples' kernels at a time: one sample a chunk here,
+    # with a batch of 3. Out-groups, in-groups and full-kernel cells are among the cases.
+    cin, cout, k, stride, pad, dil, groups, bias, options = case
+    layers = [
+        (
+            "blk_layer0",
+            "conv",
+            (cin, cout, k),
+            dict(stride=stride, padding=pad, dilation=dil, groups=groups, bias=bias),
+        ),
+        ("blk_layer1", "conv", (cin, cout, k), dict(padding=k // 2, groups=groups)),
+    ]
+    net = randomize_(Stack(kw(sharing_range=["layer"], **options), layers)).double()
+    set_temperature(net, 0.3)
+    layer = net.layers[0].train()
+    monkeypatch.setattr(kernel_warehouse, "_CPU_KERNEL_CHUNK_BYTES", 1)
+    layer.path = path
+    x = torch.randn(3, cin, 9, 9, dtype=torch.float64, requires_grad=True)
+    parameters = {id(p): p for p in [*warehouse_managers(net)[0].warehouses, *layer.parameters()]}
+    inputs = [x, *parameters.values()]  # the input, the cells, the attention's and the bias
+    upstream = torch.randn_like(reference_forward(layer, x, True))
+    got = torch.autograd.grad(layer(x), inputs, upstream)
+    expected = torch.autograd.grad(reference_forward(layer, x, True), inputs, upstream)
+    for g, e in zip(got, expected, strict=True):
+        assert_rel_close(g, e)
 
 
 def test_channels_last_input_gives_the_same_output():

@@ -69,6 +69,15 @@ from kwsearch.nn.warehouse import (
 
 Ratio = PositiveFloat | list[PositiveFloat]
 
+# Per-sample kernels assembled at once by the grouped_conv and batched_matmul paths on a CPU. A
+# chunk of the batch whose kernels fit the last-level cache is convolved or multiplied while they
+# are still there, and its kernels come from memory the allocator reuses: the whole batch's kernels
+# (75 MB at 256x7x7, batch 32) are fresh pages every pass, whose faults cost as much CPU time as
+# the mixing that fills them (57 ms against 29 ms into reused memory). On a 32 MiB L3, one thread:
+# batched_matmul at 256x7x7 ran fastest in chunks of 4 to 10 samples (9 to 24 MB), grouped_conv at
+# 128x14x14, batch 128, in chunks of 32 to 43 (19 to 25 MB: 300 ms against 540 ms for one chunk).
+_CPU_KERNEL_CHUNK_BYTES = 24 * 2**20
+
 
 class KWOptions(BaseModel):
     """KernelWarehouse options under the reference implementation's names.
@@ -163,6 +172,9 @@ class KWConvNd(TemperatureControlled, MultiPathLayer):
         return kernels.reshape(batch, s.out_channels, s.in_channels // s.groups, *s.kernel_size)
 
     def _grouped_conv(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        return self._in_chunks(self._grouped_conv_of_chunk, x, alpha)
+
+    def _grouped_conv_of_chunk(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         s = self.shape
         return grouped_conv(
             x, self.assemble(alpha, x.shape[0]), None, s.stride, s.padding, s.dilation, s.groups
@@ -170,18 +182,43 @@ class KWConvNd(TemperatureControlled, MultiPathLayer):
 
     def _batched_matmul(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         s = self.shape
-        batch = x.shape[0]
         if is_pointwise(s.kernel_size, s.padding, s.groups):
-            return pointwise_bmm(x, self.assemble(alpha, batch), None, s.stride)
-        # Larger kernels multiply the unfolded input. Both sides are ordered (spatial cell,
-        # in-group, contraction), so the kernels' copy moves whole cell rows, not single elements
-        # kernel positions apart as the convolution's (in, kh, kw) order would.
-        kernels = self._mixed_cells(alpha, batch).permute(0, 2, 4, 1, 3, 5, *range(6, 6 + self.dims))
-        columns = self._grouped_columns(x).transpose(1, 2)  # (B, spatial, in_groups, contraction, L)
-        y = torch.bmm(
-            kernels.reshape(batch, s.out_channels, -1), columns.reshape(batch, -1, columns.shape[-1])
+            return pointwise_bmm(x, self.assemble(alpha, x.shape[0]), None, s.stride)
+        return self._in_chunks(self._unfolded_matmul, x, alpha)
+
+    def _in_chunks(
+        self, run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor, alpha: torch.Tensor
+    ) -> torch.Tensor:
+        """``run(x, alpha)`` on equal chunks of the batch whose per-sample kernels take at most
+        ``_CPU_KERNEL_CHUNK_BYTES`` (on a CPU; elsewhere the whole batch: a GPU wants large
+        operations), the outputs concatenated."""
+        batch = x.shape[0]
+        kernel_bytes = batch * self._kernel_numel() * x.element_size()
+        chunks = (
+            min(batch, math.ceil(kernel_bytes / _CPU_KERNEL_CHUNK_BYTES)) if x.device.type == "cpu" else 1
         )
-        return y.view(batch, s.out_channels, *self._output_size(x))
+        if chunks <= 1:
+            return run(x, alpha)
+        size = math.ceil(batch / chunks)
+        alpha_chunks = alpha.split(size * self.mixtures.count)  # rows are (sample, mixture)
+        return torch.cat([run(*pair) for pair in zip(x.split(size), alpha_chunks, strict=True)])
+
+    def _kernel_numel(self) -> int:
+        s = self.shape
+        return s.out_channels * (s.in_channels // s.groups) * math.prod(s.kernel_size)
+
+    def _unfolded_matmul(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """Per-sample kernels times the unfolded input, one mixed cell at a time, in the order the
+        mixing writes them (spatial cell, out-group, in-group): a matrix multiply per sample and
+        cell, then a sum over spatial cells and in-groups. The kernels are never permuted into the
+        convolution's order, a copy as large as the kernels forward and again backward."""
+        s, m = self.shape, self.mixtures
+        batch = x.shape[0]
+        kernels = self._mixed_cells(alpha, batch).flatten(5)  # (B, S, OG, IG, cell_out, contraction)
+        columns = self._grouped_columns(x).transpose(1, 2).unsqueeze(2)  # (B, S, 1, IG, contraction, L)
+        products = torch.matmul(kernels, columns)  # (B, S, OG, IG, cell_out, L)
+        y = products.sum(dim=(1, 3)) if m.spatial * m.in_groups > 1 else products[:, 0, :, 0]
+        return y.reshape(batch, s.out_channels, *self._output_size(x))
 
     def _grouped_columns(self, x: torch.Tensor) -> torch.Tensor:
         """The unfolded input as (B, in-groups, spatial cells, contraction, L):
@@ -207,20 +244,28 @@ class KWConvNd(TemperatureControlled, MultiPathLayer):
 
     def _input_mixing(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         # y_b = sum_n C_n (sum over in-groups and kernel positions of alpha_b * X_b): the attention
-        # mixes the unfolded input, then one GEMM with the cells serves the whole batch.
+        # mixes the unfolded input, then one GEMM with the cells serves the whole batch. The mixed
+        # input is written as (sample, position, out-group, cell, contraction): the GEMM's rows and
+        # columns, so neither it nor its gradient is ever permuted. It is the largest tensor of the
+        # path (n / kernel positions times the unfolded input: 28 MB at 512x4x4, batch 32, n = 27).
         s, m = self.shape, self.mixtures
         cells = self.cells
         num_cells, cell_out = cells.shape[0], cells.shape[1]
         batch = x.shape[0]
-        columns = self._grouped_columns(x)  # mixed over (in-group, position), keeping the contraction
+        columns = F.unfold(x, s.kernel_size, s.dilation, s.padding, s.stride)  # (B, in * kh * kw, L)
         positions = columns.shape[-1]
-        weights = alpha.view(batch, m.spatial, m.out_groups, m.in_groups, num_cells)
-        mixed = torch.einsum("bsogn,bgscl->nbocl", weights, columns)  # (n, B, out_groups, P, L)
-        contraction = mixed.shape[3]
-        mixed = mixed.permute(0, 3, 1, 2, 4).reshape(num_cells * contraction, -1)
+        # unfold's rows are (in-group, contraction, spatial cell): per position, a (spatial cell,
+        # contraction) matrix for the attention's (cell, spatial cell) weights to multiply.
+        by_position = columns.view(batch, m.in_groups, -1, m.spatial, positions).permute(0, 4, 1, 3, 2)
+        contraction = by_position.shape[-1]
+        weights = alpha.view(batch, m.spatial, m.out_groups, m.in_groups, num_cells).permute(0, 2, 3, 4, 1)
+        # (B, 1, out_groups, in_groups, n, spatial) by (B, L, 1, in_groups, spatial, contraction)
+        mixed = torch.matmul(weights.unsqueeze(1), by_position.unsqueeze(2))  # (B, L, OG, IG, n, P)
+        mixed = mixed.sum(3) if m.in_groups > 1 else mixed.squeeze(3)
         cells_by_out = cells.reshape(num_cells, cell_out, contraction).transpose(0, 1).reshape(cell_out, -1)
-        y = (cells_by_out @ mixed).view(cell_out, batch, m.out_groups, positions)
-        return y.permute(1, 2, 0, 3).reshape(batch, s.out_channels, *self._output_size(x))
+        y = mixed.reshape(-1, num_cells * contraction) @ cells_by_out.t()  # (B * L * out_groups, cell_out)
+        y = y.view(batch, positions, s.out_channels).transpose(1, 2)
+        return y.reshape(batch, s.out_channels, *self._output_size(x))
 
     def _fused_geometry(self) -> FusedGeometry:
         s, m = self.shape, self.mixtures
