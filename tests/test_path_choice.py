@@ -12,6 +12,7 @@ from torch import nn
 
 from kwsearch.models import account, build_model, parse_model_config
 from kwsearch.nn import ConvFactory, KWConvNd, PathCache, choose_paths, measuring_enabled
+from kwsearch.nn.path_cache import PATHS_REVISION
 from kwsearch.nn.path_choice import MEASURE_ENV
 from tests.helpers import randomize_
 
@@ -119,8 +120,14 @@ def test_processes_writing_one_cache_keep_each_others_entries(tmp_path):
     # ...and a process that read an entry and re-timed it replaces it.
     PathCache(CPU, file).store({"k3": ("assemble", {"assemble": 1.0})})
     assert PathCache(CPU, file).lookup("k3")[0] == "assemble"
-    # Another device or torch version is another section.
+    # Another device, torch version or revision of the paths is another section.
     assert PathCache(torch.device("meta"), file).lookup("k1") is None
+    content = json.loads(file.read_text())
+    ((section, entries),) = content["devices"].items()
+    assert section.endswith(f"; paths r{PATHS_REVISION}")
+    content["devices"] = {section.replace(f"r{PATHS_REVISION}", f"r{PATHS_REVISION - 1}"): entries}
+    file.write_text(json.dumps(content))
+    assert PathCache(CPU, file).lookup("k1") is None  # timed by the paths' earlier code
     assert not list(tmp_path.glob("*.tmp"))
 
 

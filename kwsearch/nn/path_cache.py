@@ -1,9 +1,10 @@
 """Where measured path choices are kept between runs: one small JSON file per user.
 
 The file is ``$KWSEARCH_PATH_CACHE`` when set, else ``kwsearch/paths.json`` under the user's cache
-folder (``$XDG_CACHE_HOME``, or ``~/.cache``). It holds one section per device and torch version
-(a choice timed on one GPU, or under one torch, says nothing about another), and in each an entry
-per layer signature and input: the path taken and the milliseconds each path took.
+folder (``$XDG_CACHE_HOME``, or ``~/.cache``). It holds one section per device, torch version and
+revision of the paths' code (a choice timed on one GPU, under one torch, or of one revision of
+the paths says nothing about another), and in each an entry per layer signature and input: the
+path taken and the milliseconds each path took.
 
 The file is always rewritten whole through a temporary file renamed into place, so a reader sees
 an old or a new file, never part of one. A file that does not parse (corrupt, truncated, another
@@ -29,6 +30,10 @@ from kwsearch.atomic import write_text_atomically
 
 CACHE_ENV = "KWSEARCH_PATH_CACHE"
 FORMAT = 1
+# The paths' own revision: raised whenever a path's implementation changes how fast it runs, so
+# that timings of the old code are not read as the new code's (they stay in the file, unread).
+# 2: the CPU's chunked assembling paths and reordered batched_matmul and input_mixing (issue 17).
+PATHS_REVISION = 2
 
 
 def cache_file() -> Path:
@@ -50,15 +55,16 @@ def _cpu_model() -> str:
 
 
 def device_description(device: torch.device) -> str:
-    """The cache section of ``device`` under this torch: the processor (and, on a CPU, the
-    thread count, which moves the balance between paths) and the torch version."""
+    """The cache section of ``device`` under this torch and these paths: the processor (and, on
+    a CPU, the thread count, which moves the balance between paths), the torch version and
+    :data:`PATHS_REVISION`."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     elif device.type == "cpu":
         name = f"{_cpu_model()}, {torch.get_num_threads()} threads"
     else:
         name = device.type
-    return f"{device.type}: {name}; torch {torch.__version__}"
+    return f"{device.type}: {name}; torch {torch.__version__}; paths r{PATHS_REVISION}"
 
 
 def _read_sections(file: Path) -> dict[str, dict[str, Any]]:
