@@ -319,9 +319,9 @@ CONV_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"k{c[2]}s{c[3]}p{c[4]}d{c[5]}g{c[6]}")
-@pytest.mark.parametrize("training", [False, True])
-def test_conv2d_equals_per_sample_reference_on_every_path(case, training):
+def warehouse_pair(case) -> Stack:
+    """The conv of ``case`` and a second layer in the same warehouse (so the first does not own
+    all of it), random parameters, float64, temperature 0.3."""
     cin, cout, k, stride, pad, dil, groups, bias, options = case
     layers = [
         (
@@ -330,11 +330,18 @@ def test_conv2d_equals_per_sample_reference_on_every_path(case, training):
             (cin, cout, k),
             dict(stride=stride, padding=pad, dilation=dil, groups=groups, bias=bias),
         ),
-        # a second layer in the same warehouse, so the first does not own all of it
         ("blk_layer1", "conv", (cin, cout, k), dict(padding=k // 2, groups=groups)),
     ]
     net = randomize_(Stack(kw(sharing_range=["layer"], **options), layers)).double()
     set_temperature(net, 0.3)
+    return net
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"k{c[2]}s{c[3]}p{c[4]}d{c[5]}g{c[6]}")
+@pytest.mark.parametrize("training", [False, True])
+def test_conv2d_equals_per_sample_reference_on_every_path(case, training):
+    cin, groups = case[0], case[6]
+    net = warehouse_pair(case)
     x = torch.randn(3, cin, 9, 9, dtype=torch.float64)
     paths = check_every_path(net.layers[0], x, training)
     assert "grouped_conv" in paths
@@ -428,22 +435,11 @@ def test_gradients_pass_gradcheck(path, kernel):
 def test_paths_give_the_reference_and_its_gradients_in_chunks_of_the_batch(case, path, monkeypatch):
     # On a CPU the assembling paths take a few samples' kernels at a time: one sample a chunk here,
     # with a batch of 3. Out-groups, in-groups and full-kernel cells are among the cases.
-    cin, cout, k, stride, pad, dil, groups, bias, options = case
-    layers = [
-        (
-            "blk_layer0",
-            "conv",
-            (cin, cout, k),
-            dict(stride=stride, padding=pad, dilation=dil, groups=groups, bias=bias),
-        ),
-        ("blk_layer1", "conv", (cin, cout, k), dict(padding=k // 2, groups=groups)),
-    ]
-    net = randomize_(Stack(kw(sharing_range=["layer"], **options), layers)).double()
-    set_temperature(net, 0.3)
+    net = warehouse_pair(case)
     layer = net.layers[0].train()
     monkeypatch.setattr(kernel_warehouse, "_CPU_KERNEL_CHUNK_BYTES", 1)
     layer.path = path
-    x = torch.randn(3, cin, 9, 9, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(3, case[0], 9, 9, dtype=torch.float64, requires_grad=True)
     parameters = {id(p): p for p in [*warehouse_managers(net)[0].warehouses, *layer.parameters()]}
     inputs = [x, *parameters.values()]  # the input, the cells, the attention's and the bias
     upstream = torch.randn_like(reference_forward(layer, x, True))
