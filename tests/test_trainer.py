@@ -72,9 +72,13 @@ def train(config=None, recipe_=None, **kwargs):
 
 
 def test_a_kernelwarehouse_model_learns_the_generated_data():
-    result = train(recipe_=recipe(epochs=4))
-    assert [m["epoch"] for m in result.history] == [1, 2, 3, 4]
-    assert result.last["val_accuracy"] > 0.6  # four classes: chance is 0.25
+    # Where a short run of this tiny net ends depends on the last bits of its arithmetic (seeds, or
+    # the exact path taken, move the 4th epoch's accuracy between 0.36 and 0.81); by the 8th every
+    # run tried was at 0.56 or more. Four classes on 96 images: chance is 0.25, its standard error
+    # 0.044, so 0.45 is far beyond what a net that learned nothing reaches.
+    result = train(recipe_=recipe(epochs=8))
+    assert [m["epoch"] for m in result.history] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert result.last["val_accuracy"] > 0.45
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert result.params == sum(p.numel() for p in build_model(model_config()).parameters())
 
