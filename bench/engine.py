@@ -49,6 +49,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kwsearch.execution import concurrent_runs
 from kwsearch.records import StudyStore, default_storage
 from kwsearch.search import load_study
 
@@ -120,10 +121,8 @@ def run_search(
     ]
     print("  trials in order: " + "  ".join(order))
     runs = [t for t in store.trials() + store.baselines() + store.confirmations() if t.history]
-    resources = load_study(study).settings.resources
-    slots = int((os.cpu_count() or 1) // resources.cpu)
-    if resources.max_concurrent:
-        slots = min(slots, resources.max_concurrent)
+    # the runs the search held at once on this machine's CPUs, as the engine counts them
+    slots = concurrent_runs(load_study(study).settings.resources, 0.0, {"CPU": float(os.cpu_count() or 1)})
     choices = _path_choices(work / "paths.json")
     results = {json.dumps([t.config, t.seed], sort_keys=True): t.history[-1]["val_accuracy"] for t in runs}
     histories = [t.history for t in runs]

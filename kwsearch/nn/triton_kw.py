@@ -79,6 +79,15 @@ class FusedGeometry:
     out_groups: int
     in_groups: int
 
+    @property
+    def kernel_positions(self) -> int:
+        return self.kernel_size[0] * self.kernel_size[1]
+
+    @property
+    def mixtures(self) -> int:
+        """Mixtures per sample: alpha's middle dimension."""
+        return self.spatial * self.out_groups * self.in_groups
+
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         return tuple(
             (n + 2 * p - d * (k - 1) - 1) // s + 1
@@ -91,8 +100,7 @@ class FusedGeometry:
         """Raises ValueError when ``cells`` (n, cell_out, cell_in, *cell_kernel) do not tile this
         geometry as 1x1 cells, one per kernel position, or as full-kernel cells."""
         cell_kernel = tuple(cells.shape[3:])
-        kernel_positions = self.kernel_size[0] * self.kernel_size[1]
-        one_by_one = cell_kernel == (1, 1) and self.spatial == kernel_positions
+        one_by_one = cell_kernel == (1, 1) and self.spatial == self.kernel_positions
         full_kernel = cell_kernel == self.kernel_size and self.spatial == 1
         if cells.dim() != 5 or not (one_by_one or full_kernel):
             raise ValueError(
@@ -132,7 +140,7 @@ def _common_arguments(geometry: FusedGeometry, cells: torch.Tensor) -> list[int]
         _cell_kernel(cells),
         geometry.out_groups,
         geometry.in_groups,
-        geometry.spatial * geometry.out_groups * geometry.in_groups,
+        geometry.mixtures,
     ]
 
 
@@ -189,7 +197,7 @@ def _forward(
         out_height,
         out_width,
         geometry.kernel_size[1],
-        geometry.kernel_size[0] * geometry.kernel_size[1],
+        geometry.kernel_positions,
         *_geometry_arguments(geometry),
         *_common_arguments(geometry, cells),
         BLOCK_O=block_o,
@@ -222,7 +230,7 @@ def _input_grad(
         dy.shape[2],
         dy.shape[3],
         geometry.kernel_size[1],
-        geometry.kernel_size[0] * geometry.kernel_size[1],
+        geometry.kernel_positions,
         *_geometry_arguments(geometry),
         *_common_arguments(geometry, cells),
         BLOCK_O=block_o,
@@ -248,10 +256,9 @@ def _mixing_grads(
     d_cells = torch.zeros(cells.shape, device=x.device, dtype=torch.float32)
     d_alpha = torch.zeros(alpha.shape, device=x.device, dtype=torch.float32)
     block_o, block_c = _blocks(cell_out, cell_in)
-    kernel_positions = geometry.kernel_size[0] * geometry.kernel_size[1]
     grid = (
         batch * geometry.out_groups * _cdiv(cell_out, block_o),
-        kernel_positions * geometry.in_groups * _cdiv(cell_in, block_c),
+        geometry.kernel_positions * geometry.in_groups * _cdiv(cell_in, block_c),
     )
     _kernels().kw_conv2d_mixing_grads[grid](
         x,
@@ -314,10 +321,9 @@ def kw_conv2d(
     if x.dtype not in SUPPORTED_DTYPES:
         raise ValueError(f"the fused Triton path computes in {SUPPORTED_DTYPES}, not {x.dtype}")
     geometry.check(cells)
-    mixtures = geometry.spatial * geometry.out_groups * geometry.in_groups
-    if alpha.shape != (x.shape[0], mixtures, cells.shape[0]):
+    if alpha.shape != (x.shape[0], geometry.mixtures, cells.shape[0]):
         raise ValueError(
-            f"alpha of shape {tuple(alpha.shape)}, expected {(x.shape[0], mixtures, cells.shape[0])}"
+            f"alpha of shape {tuple(alpha.shape)}, expected {(x.shape[0], geometry.mixtures, cells.shape[0])}"
         )
     if x.shape[1] != geometry.in_groups * cells.shape[2]:
         raise ValueError(f"input of {x.shape[1]} channels, expected {geometry.in_groups * cells.shape[2]}")

@@ -182,8 +182,8 @@ def fit(
     training batch (:func:`choose_training_paths`: timed on the device where the run is long
     enough to pay for it, read from the path cache, or the cost model's). ``on_epoch`` receives
     each epoch's metrics. With data-parallel ``workers`` every worker calls ``fit`` with its
-    share of the batches (the loaders' shard): gradients, metrics
-    and SLaK's masks are shared, rank 0 writes the checkpoint and every worker resumes from it.
+    share of the batches (the loaders' shard): gradients, metrics and SLaK's masks are shared,
+    rank 0 writes the checkpoint and every worker resumes from it.
     Raises TrainingDiverged when a loss it computes diverges (:func:`check_loss`: the training
     loss as it goes and every epoch's training, validation and test mean losses, all summed over
     the workers), and OutOfMemory when the device runs out of memory.
