@@ -1,6 +1,7 @@
 """The Ray driver without Ray: how far it proposes ahead of the runs going, and what a run's wall
 time counts from; how many runs a cluster holds at once."""
 
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -34,10 +35,9 @@ class Policy:
 def test_free_slots_get_runs_at_once_and_one_more_waits_once_the_others_are_in_workers():
     driver = Driver(Policy())
     driver.slots = 2
-    starts = driver.starts()
 
-    def start(trial_id):
-        starts.on_trial_start(0, [], SimpleNamespace(trial_id=trial_id))
+    def start(trial_id):  # the trainable's first report, from its worker
+        driver.on_trial_result(trial_id, {"started_at": time.time()})
 
     assert driver.suggest("t0") is not None and driver.suggest("t1") is not None  # both slots at once
     assert driver.suggest("t2") is None  # neither run is in a worker yet
@@ -63,8 +63,9 @@ def test_a_runs_wall_time_counts_from_its_start_in_a_worker(monkeypatch):
     driver.suggest("placed")
     driver.suggest("never reported")
     clock.now = 200.0
-    driver.on_trial_result(
-        "placed", {"epoch": 1, "val_accuracy": 0.5, "started_at": 130.0, "setup_seconds": 2.0}
+    driver.on_trial_result("placed", {"started_at": 130.0})  # the trainable's first report
+    driver.on_trial_result(  # the trainer's own start comes later (a data-parallel run's workers')
+        "placed", {"epoch": 1, "val_accuracy": 0.5, "started_at": 135.0, "setup_seconds": 2.0}
     )
     driver.on_trial_result("placed", {"epoch": 2, "val_accuracy": 0.6, "ended_at": 190.0})
     driver.on_trial_complete("placed", error=True)

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from ray.tune import Callback
 from ray.tune.search import Searcher
 
 from kwsearch.execution._trainable import METRICS
@@ -81,7 +80,7 @@ class _Live:
     run: Run
     started: float
     history: History
-    placed: bool = False  # its start in a worker is known (``started``)
+    placed: bool = False  # it started in a worker, at ``started``
     error: str | None = None
     traceback: str | None = None
     final: dict[str, Any] | None = None
@@ -98,7 +97,6 @@ class Driver(Searcher):
         self.live: dict[str, _Live] = {}
         # how many runs the cluster holds at once (run_tune sets it; None: propose whenever asked)
         self.slots: int | None = None
-        self.in_worker: set[str] = set()  # live runs Ray Tune has started in a worker
 
     def __getstate__(self) -> dict[str, Any]:
         # Ray pickles the tuner's settings to restore an experiment; the driver's state is the
@@ -134,16 +132,17 @@ class Driver(Searcher):
         fewer finished runs; one made later would keep a free slot waiting on the driver."""
         if self.slots is None or len(self.live) < self.slots:
             return True
-        return len(self.live) == self.slots and all(trial in self.in_worker for trial in self.live)
-
-    def starts(self) -> Callback:
-        """The Ray Tune callback that tells this driver which runs started in a worker."""
-        return _Starts(self)
+        return len(self.live) == self.slots and all(live.placed for live in self.live.values())
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         live = self.live.get(trial_id)
         if live is None:
             return
+        if "started_at" in result and not live.placed:
+            # the run's first report (the trainable's, before anything else): its wall time counts
+            # from its start in a worker, not from its proposal, as the time it waited for a free
+            # slot is no time spent on it
+            live.started, live.placed = max(live.started, result["started_at"]), True
         if "error" in result:
             live.error, live.traceback = result["error"], result.get("traceback", "")
         elif "measured" in result:
@@ -151,10 +150,6 @@ class Driver(Searcher):
         elif "finished" in result:
             live.final = result
         elif "epoch" in result:
-            if "started_at" in result and not live.placed:
-                # its wall time counts from its start in a worker, not from its proposal: the time it
-                # waited for a free slot is no time spent on it
-                live.started, live.placed = max(live.started, result["started_at"]), True
             metrics = {k: result[k] for k in METRICS if k in result}
             # a retried run starts over, a resumed one reports from its checkpoint's epoch on
             live.history = [h for h in live.history if h["epoch"] < metrics["epoch"]] + [metrics]
@@ -168,7 +163,6 @@ class Driver(Searcher):
         if result and not error and "error" not in result and live.final is None and _unseen(result, live):
             self.on_trial_result(trial_id, result)
         del self.live[trial_id]
-        self.in_worker.discard(trial_id)
         seconds = time.time() - live.started
         if error or live.error is not None:
             outcome = Outcome(
@@ -190,15 +184,6 @@ class Driver(Searcher):
         else:
             outcome = Outcome("stopped", live.history, seconds, measured=live.measured)
         self.policy.on_finish(live.run, outcome)
-
-
-class _Starts(Callback):
-    def __init__(self, driver: Driver) -> None:
-        self.driver = driver
-
-    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
-        if trial.trial_id in self.driver.live:
-            self.driver.in_worker.add(trial.trial_id)
 
 
 def _unseen(result: dict, live: _Live) -> bool:

@@ -91,6 +91,7 @@ def train_run(config: dict[str, Any], data: dict[str, Any], threads: int, cpus: 
     torch.set_num_threads(threads)
     # The run's time, and its set-up, count from here: timing its measured costs is part of it.
     started_at = time.time()
+    tune.report({"started_at": started_at})  # tells the driver the run is in a worker
     try:
         if config.get("measure") and not _measure(config, default_device()):
             return
