@@ -24,11 +24,15 @@ def _layouts(rows: int, columns: int) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("a_layout", ["row-major", "column-major", "row slice"])
 @pytest.mark.parametrize("b_layout", ["row-major", "column-major"])
 @pytest.mark.parametrize("upstream", ["dense", "expanded"])
-def test_product_and_gradients_match_float64(a_layout, b_layout, upstream):
-    a = _layouts(37, 53)[a_layout].requires_grad_(True)
-    b = _layouts(53, 29)[b_layout].requires_grad_(True)
+@pytest.mark.parametrize("shape", [(37, 53, 29), (1, 53, 29), (37, 53, 1), (37, 1, 29)], ids=str)
+def test_product_and_gradients_match_float64(a_layout, b_layout, upstream, shape):
+    rows, inner, columns = shape
+    a = _layouts(rows, inner)[a_layout].requires_grad_(True)
+    b = _layouts(inner, columns)[b_layout].requires_grad_(True)
     # An expanded gradient (zero strides) is what a sum's backward hands over.
-    grad = torch.randn(37, 29) if upstream == "dense" else torch.randn(1, 29).expand(37, 29)
+    grad = (
+        torch.randn(rows, columns) if upstream == "dense" else torch.randn(1, columns).expand(rows, columns)
+    )
     a64, b64 = a.detach().double().requires_grad_(True), b.detach().double().requires_grad_(True)
     y, y64 = matmul(a, b), a64 @ b64
     assert_rel_close(y.double(), y64, rtol=1e-5)

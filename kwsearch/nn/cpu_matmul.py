@@ -27,10 +27,15 @@ def _row_major(t: torch.Tensor) -> bool:
     return t.stride(1) == 1 and t.stride(0) >= t.shape[1]
 
 
+def _row_major_copy(t: torch.Tensor) -> torch.Tensor:
+    # Not t.contiguous(): that keeps any stride of a dimension of size 1, which oneDNN reads.
+    return t.new_empty(t.shape).copy_(t)
+
+
 def _strided_matrix(t: torch.Tensor) -> torch.Tensor:
     """``t`` if oneDNN can read it as a row- or column-major matrix, else a row-major copy (an
     expanded gradient, say, whose strides are zero)."""
-    return t if _row_major(t) or _row_major(t.t()) else t.new_empty(t.shape).copy_(t)
+    return t if _row_major(t) or _row_major(t.t()) else _row_major_copy(t)
 
 
 def _linear(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -38,7 +43,7 @@ def _linear(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     # either layout); the input is copied to row-major when it is not (oneDNN would copy it).
     weight = _strided_matrix(b).t()
     return torch.ops.mkldnn._linear_pointwise(
-        a if _row_major(a) else a.contiguous(), weight, None, "none", [], ""
+        a if _row_major(a) else _row_major_copy(a), weight, None, "none", [], ""
     )
 
 
