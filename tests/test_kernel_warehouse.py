@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 
@@ -447,6 +448,40 @@ def test_paths_give_the_reference_and_its_gradients_in_chunks_of_the_batch(case,
     expected = torch.autograd.grad(reference_forward(layer, x, True), inputs, upstream)
     for g, e in zip(got, expected, strict=True):
         assert_rel_close(g, e)
+
+
+@pytest.mark.parametrize(
+    ("case", "path"),
+    [
+        (case, path)
+        for case in CONV_CASES
+        for path in ("grouped_conv", "batched_matmul", "input_mixing")
+        if path == "grouped_conv" or case[6] == 1  # the others take ungrouped layers
+    ],
+    ids=lambda c: f"k{c[2]}s{c[3]}p{c[4]}d{c[5]}g{c[6]}" if isinstance(c, tuple) else c,
+)
+def test_float32_paths_give_the_float64_reference_and_its_gradients(case, path):
+    # In float32 on a CPU the mixing and input_mixing's products run on oneDNN (cpu_matmul), which
+    # the float64 tests never reach: here the float32 layer meets the float64 reference.
+    reference_net = warehouse_pair(case)
+    net = copy.deepcopy(reference_net).float()
+    layer, reference_layer = net.layers[0].train(), reference_net.layers[0].train()
+    layer.path = path
+    x = torch.randn(3, case[0], 9, 9, dtype=torch.float64, requires_grad=True)
+    x32 = x.detach().float().requires_grad_(True)
+
+    def inputs(net, layer, x):  # the input, the cells, the attention's parameters and the bias
+        parameters = {id(p): p for p in [*warehouse_managers(net)[0].warehouses, *layer.parameters()]}
+        return [x, *parameters.values()]
+
+    expected_y = reference_forward(reference_layer, x, True)
+    upstream = torch.randn_like(expected_y)
+    y = layer(x32)
+    assert_rel_close(y.double(), expected_y, rtol=1e-5)
+    got = torch.autograd.grad(y, inputs(net, layer, x32), upstream.float())
+    expected = torch.autograd.grad(expected_y, inputs(reference_net, reference_layer, x), upstream)
+    for g, e in zip(got, expected, strict=True):
+        assert_rel_close(g.double(), e, rtol=1e-4)
 
 
 def test_channels_last_input_gives_the_same_output():

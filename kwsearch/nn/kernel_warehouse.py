@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 from torch import nn
 
 from kwsearch.nn.cost import PathCost
+from kwsearch.nn.cpu_matmul import matmul
 from kwsearch.nn.factory import ConvSpecError, LayerBuilder, LayerShape, register_family
 from kwsearch.nn.kw_attention import KWAttention
 from kwsearch.nn.paths import MultiPathLayer
@@ -160,7 +161,7 @@ class KWConvNd(TemperatureControlled, MultiPathLayer):
         """Every mixture's cell, (B, spatial, out_groups, in_groups, cell_out, cell_in, *cell_kernel)."""
         cells = self.cells
         m = self.mixtures
-        return (alpha @ cells.reshape(cells.shape[0], -1)).view(
+        return matmul(alpha, cells.reshape(cells.shape[0], -1)).view(
             batch, m.spatial, m.out_groups, m.in_groups, *cells.shape[1:]
         )
 
@@ -263,7 +264,7 @@ class KWConvNd(TemperatureControlled, MultiPathLayer):
         mixed = torch.matmul(weights.unsqueeze(1), by_position.unsqueeze(2))  # (B, L, OG, IG, n, P)
         mixed = mixed.sum(3) if m.in_groups > 1 else mixed.squeeze(3)
         cells_by_out = cells.reshape(num_cells, cell_out, contraction).transpose(0, 1).reshape(cell_out, -1)
-        y = mixed.reshape(-1, num_cells * contraction) @ cells_by_out.t()  # (B * L * out_groups, cell_out)
+        y = matmul(mixed.reshape(-1, num_cells * contraction), cells_by_out.t())  # (B * L * OG, cell_out)
         y = y.view(batch, positions, s.out_channels).transpose(1, 2)
         return y.reshape(batch, s.out_channels, *self._output_size(x))
 
