@@ -3,6 +3,8 @@ reference implementation's semantics, gradients, sizes, temperature, path choice
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch.func import functional_call
@@ -95,6 +97,25 @@ def test_matches_per_sample_reference(case, path, train):
     x = torch.randn(3, layer.in_channels, 11, 10, dtype=torch.float64)
     with torch.no_grad():
         assert_rel_close(layer(x), _reference(layer, x), rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if _path_applies(c, "bank")])
+def test_float32_bank_gives_the_float64_reference_and_its_gradients(case):
+    # In float32 on a CPU the bank's product runs on oneDNN (cpu_matmul), which the float64 tests
+    # never reach: here the float32 layer meets the float64 reference, with gradients.
+    reference_layer = _layer(case).train()
+    layer = copy.deepcopy(reference_layer).float()
+    layer.path = "bank"
+    x = torch.randn(3, layer.in_channels, 11, 10, dtype=torch.float64, requires_grad=True)
+    x32 = x.detach().float().requires_grad_(True)
+    expected_y = _reference(reference_layer, x)
+    upstream = torch.randn_like(expected_y)
+    y = layer(x32)
+    assert_rel_close(y.double(), expected_y, rtol=1e-5)
+    got = torch.autograd.grad(y, [x32, *layer.parameters()], upstream.float())
+    expected = torch.autograd.grad(expected_y, [x, *reference_layer.parameters()], upstream)
+    for g, e in zip(got, expected, strict=True):
+        assert_rel_close(g.double(), e, rtol=1e-4)
 
 
 @pytest.mark.parametrize(("kernel_size", "kernel_num", "path"), [(3, 2, "assemble"), (1, 1, "static_kernel")])
