@@ -33,7 +33,8 @@ FORMAT = 1
 # The paths' own revision: raised whenever a path's implementation changes how fast it runs, so
 # that timings of the old code are not read as the new code's (they stay in the file, unread).
 # 2: the CPU's chunked assembling paths and reordered batched_matmul and input_mixing (issue 17).
-# 3: the mixing's and input_mixing's float32 products on oneDNN on a CPU (issue 17).
+# 3: KernelWarehouse's mixing and input_mixing products and ODConv's bank product in float32 on a
+#    CPU on oneDNN (issue 17).
 PATHS_REVISION = 3
 
 
