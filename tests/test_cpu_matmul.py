@@ -5,24 +5,29 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kwsearch.nn.cpu_matmul import matmul, takes_onednn
+from kwsearch.nn.cpu_matmul import _dense_matrix, matmul, takes_onednn
 from tests.helpers import assert_rel_close
 
 
 def _layouts(rows: int, columns: int) -> dict[str, torch.Tensor]:
-    """One float32 matrix stored row-major, column-major (a transposed view) and as a row slice."""
+    """One float32 matrix stored row-major, column-major (a transposed view), and as a slice of
+    a wider matrix in either layout (padded rows or columns)."""
     generator = torch.Generator().manual_seed(rows * columns)
     dense = torch.randn(rows, columns, generator=generator)
     return {
         "row-major": dense,
         "column-major": dense.t().contiguous().t(),
         "row slice": torch.randn(rows, columns + 3, generator=generator)[:, 2 : 2 + columns],
+        "column slice": torch.randn(columns, rows + 1, generator=generator)[:, :rows].t(),
     }
 
 
+LAYOUTS = ["row-major", "column-major", "row slice", "column slice"]
+
+
 @pytest.mark.skipif(not takes_onednn(torch.ones(1, 1), torch.ones(1, 1)), reason="torch built without oneDNN")
-@pytest.mark.parametrize("a_layout", ["row-major", "column-major", "row slice"])
-@pytest.mark.parametrize("b_layout", ["row-major", "column-major"])
+@pytest.mark.parametrize("a_layout", LAYOUTS)
+@pytest.mark.parametrize("b_layout", LAYOUTS)
 @pytest.mark.parametrize("upstream", ["dense", "expanded"])
 @pytest.mark.parametrize("shape", [(37, 53, 29), (1, 53, 29), (37, 53, 1), (37, 1, 29)], ids=str)
 def test_product_and_gradients_match_float64(a_layout, b_layout, upstream, shape):
@@ -40,6 +45,16 @@ def test_product_and_gradients_match_float64(a_layout, b_layout, upstream, shape
     expected = torch.autograd.grad(y64, [a64, b64], grad.double())
     for g, e in zip(got, expected, strict=True):
         assert_rel_close(g.double(), e, rtol=1e-5)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_onednn_is_given_dense_weights(layout):
+    # A weight whose rows are padded (a slice: the attention without its zero cell) sends oneDNN
+    # to a reference kernel, a thousand times slower: it gets a dense copy instead.
+    matrix = _layouts(37, 53)[layout]
+    given = _dense_matrix(matrix)
+    assert given.is_contiguous() or given.t().is_contiguous()
+    assert torch.equal(given, matrix)
 
 
 def test_other_dtypes_and_autocast_take_torchs_product():
