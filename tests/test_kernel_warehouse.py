@@ -423,7 +423,8 @@ def test_gradients_pass_gradcheck(path, kernel):
     assert torch.autograd.gradcheck(lambda x, cells: layer(x), (x, cells), fast_mode=True)
 
 
-@pytest.mark.parametrize(
+# Every conv case with each assembling or mixing path that applies to it.
+ASSEMBLING_PATH_CASES = pytest.mark.parametrize(
     ("case", "path"),
     [
         (case, path)
@@ -433,6 +434,9 @@ def test_gradients_pass_gradcheck(path, kernel):
     ],
     ids=lambda c: f"k{c[2]}s{c[3]}p{c[4]}d{c[5]}g{c[6]}" if isinstance(c, tuple) else c,
 )
+
+
+@ASSEMBLING_PATH_CASES
 def test_paths_give_the_reference_and_its_gradients_in_chunks_of_the_batch(case, path, monkeypatch):
     # On a CPU the assembling paths take a few samples' kernels at a time: one sample a chunk here,
     # with a batch of 3. Out-groups, in-groups and full-kernel cells are among the cases.
@@ -450,16 +454,7 @@ def test_paths_give_the_reference_and_its_gradients_in_chunks_of_the_batch(case,
         assert_rel_close(g, e)
 
 
-@pytest.mark.parametrize(
-    ("case", "path"),
-    [
-        (case, path)
-        for case in CONV_CASES
-        for path in ("grouped_conv", "batched_matmul", "input_mixing")
-        if path == "grouped_conv" or case[6] == 1  # the others take ungrouped layers
-    ],
-    ids=lambda c: f"k{c[2]}s{c[3]}p{c[4]}d{c[5]}g{c[6]}" if isinstance(c, tuple) else c,
-)
+@ASSEMBLING_PATH_CASES
 def test_float32_paths_give_the_float64_reference_and_its_gradients(case, path):
     # In float32 on a CPU the mixing and input_mixing's products run on oneDNN (cpu_matmul), which
     # the float64 tests never reach: here the float32 layer meets the float64 reference.
