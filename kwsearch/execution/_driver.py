@@ -47,7 +47,7 @@ class Outcome:
     message and traceback) or ``stopped`` (Ray stopped it: the scheduler, or the end of the
     search, or a measured cost over its limit: it never trained). ``history`` holds every epoch
     known, ``seconds`` the wall time of this attempt: from its start in a worker (from its
-    proposal when it reported no epoch); ``measured`` what the worker measured before training
+    proposal when it never started in one); ``measured`` what the worker measured before training
     (:func:`kwsearch.train.timing.measure_costs`) when the run asked."""
 
     kind: Literal["finished", "failed", "stopped"]
