@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from kwsearch.nn.cpu_matmul import _dense_matrix, matmul, takes_onednn
 from tests.helpers import assert_rel_close
@@ -55,6 +56,21 @@ def test_onednn_is_given_dense_weights(layout):
     given = _dense_matrix(matrix)
     assert given.is_contiguous() or given.t().is_contiguous()
     assert torch.equal(given, matrix)
+
+
+@pytest.mark.skipif(not takes_onednn(torch.ones(1, 1), torch.ones(1, 1)), reason="torch built without oneDNN")
+@pytest.mark.parametrize("a_layout", ["row-major", "column-major"])
+def test_flop_counting_counts_the_onednn_product_as_torchs(a_layout):
+    # count_macs counts with FlopCounterMode: a model's MACs must not depend on its device.
+    a = _layouts(37, 53)[a_layout].requires_grad_(True)
+    b = _layouts(53, 29)["row-major"].requires_grad_(True)
+
+    def flops(product):
+        with FlopCounterMode(display=False) as counter:
+            product(a, b).sum().backward()
+        return counter.get_total_flops()
+
+    assert flops(matmul) == flops(torch.mm) == 3 * 2 * 37 * 53 * 29
 
 
 def test_other_dtypes_and_autocast_take_torchs_product():

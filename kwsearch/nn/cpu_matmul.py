@@ -22,6 +22,16 @@ def _onednn_available() -> bool:
 
 _ONEDNN = _onednn_available()
 
+if _ONEDNN:
+    from torch.utils.flop_counter import register_flop_formula
+
+    # FlopCounterMode (count_macs) knows torch's products, not this op: without a formula the
+    # products taken here would go uncounted, and a model's MACs would depend on its device.
+    @register_flop_formula(torch.ops.mkldnn._linear_pointwise)
+    def _linear_flops(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+        rows, inner = input_shape
+        return 2 * rows * inner * weight_shape[0]
+
 
 def _row_major(t: torch.Tensor) -> bool:
     return t.stride(1) == 1 and t.stride(0) >= t.shape[1]
