@@ -65,10 +65,11 @@ def _linear(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def _product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b``, possibly as a transposed view. The input must be row-major, so when ``a`` is not
-    (a gradient's ``a.t() @ grad``) the product is taken as ``(b.t() @ a.t()).t()`` if ``b`` is
-    the smaller copy: input_mixing's weight gradient, 13824x512 by 512x512, took 35 ms that way
-    and 45 ms copying ``a``."""
-    if not _row_major(a) and b.numel() < a.numel():
+    (a gradient's ``a.t() @ grad``) the product is taken as ``(b.t() @ a.t()).t()`` if ``a.t()``
+    serves as the weight uncopied and ``b`` is the smaller copy: input_mixing's weight gradient,
+    13824x512 by 512x512, took 35 ms that way and 45 ms copying ``a``. A padded ``a`` (a slice) is
+    copied either way, so it stays the input and ``b`` the weight."""
+    if not _row_major(a) and _dense_row_major(a.t()) and b.numel() < a.numel():
         return _linear(b.t(), a.t()).t()
     return _linear(a, b)
 

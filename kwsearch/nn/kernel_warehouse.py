@@ -324,7 +324,7 @@ class KWConvNd(TemperatureControlled, MultiPathLayer):
         s, m = self.shape, self.mixtures
         batch, positions = x.shape[0], math.prod(self._output_size(x))
         n, cell_numel = self.plan.num_cells, self.plan.cell_numel
-        kernel_numel = s.out_channels * (s.in_channels // s.groups) * math.prod(s.kernel_size)
+        kernel_numel = self._kernel_numel()
         assembly = PathCost(
             flops=2.0 * batch * m.count * n * cell_numel + 2.0 * batch * kernel_numel * positions,
             elements_moved=2.0 * batch * kernel_numel,
