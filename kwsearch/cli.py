@@ -656,4 +656,33 @@ def _print_calibration(calibration) -> None:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as done:
+        _exit_now(done.code)
+    _exit_now(0)
+
+
+def _exit_now(code: int | str | None) -> None:
+    """End the process the way the interpreter would, less its final garbage collection: by then
+    torch, Ray, pandas and plotly have filled the heap, and collecting it only to free what the
+    operating system reclaims anyway took 1.1 to 1.7 s of every command's exit. Threads are
+    joined and the cleanup handlers registered with atexit run (Ray's shutdown, logging's flush,
+    temporary folders), as at a normal exit; a crash (any other exception) exits normally."""
+    import atexit
+    import contextlib
+    import os
+    import sys
+    import threading
+
+    if isinstance(code, str):  # as SystemExit("message") does: the message, exit status 1
+        print(code, file=sys.stderr)
+        code = 1
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more can be written
+            stream.flush()
+    os._exit(code or 0)

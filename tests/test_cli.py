@@ -64,3 +64,47 @@ def test_doctor_json_reports_the_environment():
 def test_unknown_subcommand_is_a_usage_error():
     result = run("frobnicate")
     assert result.returncode == 2
+
+
+EXITING = """
+import atexit, gc, sys, threading, time
+from kwsearch.cli import main
+
+gc.disable()  # the interpreter's final collection runs all the same
+
+class Cycle:  # garbage in a reference cycle: only a collection frees it
+    def __del__(self):
+        print("collected at exit", flush=True)
+
+cycle = Cycle()
+cycle.me = cycle
+del cycle
+atexit.register(lambda: print("atexit handler ran", flush=True))
+threading.Thread(target=lambda: (time.sleep(0.5), print("thread finished"))).start()
+sys.argv = ["kwsearch", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [(["--version"], 0, ""), (["search", "missing.yaml"], 2, "missing.yaml: cannot read")],
+)
+def test_the_command_ends_without_the_final_collection_but_with_everything_else_an_exit_does(
+    tmp_path, args, code, message
+):
+    """main() ends the process itself: the interpreter's last garbage collection (1 to 2 s once
+    torch and Ray are loaded) is skipped, while running threads finish, atexit handlers run,
+    buffered output is written and the exit status is the command's."""
+    result = subprocess.run(
+        [sys.executable, "-c", EXITING, *args], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert result.returncode == code, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-2:] == ["thread finished", "atexit handler ran"], result.stdout
+    assert "collected at exit" not in result.stdout
+    assert message in result.stderr
+    if code == 0:
+        from kwsearch import __version__
+
+        assert lines[0] == __version__
