@@ -3,6 +3,8 @@ temperature, the cost-based path choice and the factory."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch.func import functional_call
@@ -227,3 +229,34 @@ def test_options_are_frozen_and_defaults_match_paper():
     assert (options.kernel_num, options.reduction) == (4, 0.25)
     with pytest.raises(ValueError):
         options.kernel_num = 2  # type: ignore[misc]
+
+
+# ResNet18's 3x3 layers at 112 px, batch 32: (in, out, input side, stride) and the path
+# bench/ops.py timed fastest on a CPU (docs/benchmarks.md, "The cost model's per-sample kernels").
+RESNET18_LAYERS_TIMED_ON_A_CPU = [
+    (64, 64, 28, 1, "assemble"),
+    (128, 128, 14, 1, "assemble"),
+    (128, 256, 14, 2, "bank"),
+    (256, 256, 7, 1, "bank"),
+]
+
+
+@pytest.mark.parametrize(
+    ("channels", "out_channels", "side", "stride", "timed"), RESNET18_LAYERS_TIMED_ON_A_CPU
+)
+def test_cost_model_on_a_cpu_takes_the_path_timed_fastest(channels, out_channels, side, stride, timed):
+    """On a CPU the product by per-sample kernels passes over them twice more: from 128->256 on,
+    the batch-shared bank (2.1x to 2.4x faster there) wins. A GPU counts no such pass."""
+    out_side = (side - 1) // stride + 1
+    costs = dyconv_costs(
+        batch=32,
+        in_channels=channels,
+        out_channels=out_channels,
+        kernel_elems=9,
+        groups=1,
+        kernel_num=4,
+        out_positions=out_side**2,
+    )
+    assert cheapest(costs, torch.device("cpu")) == timed
+    unpassed = {path: replace(c, per_sample_kernels=0.0) for path, c in costs.items()}
+    assert [c.time("cuda") for c in costs.values()] == [c.time("cuda") for c in unpassed.values()]

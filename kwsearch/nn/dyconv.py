@@ -61,7 +61,9 @@ def dyconv_costs(
     return {
         # A (B, K) x (K, kernel) product, then the conv; the per-sample kernels are written and read.
         "assemble": PathCost(
-            flops=2.0 * batch * kernel_num * kernel + conv, elements_moved=2.0 * batch * kernel
+            flops=2.0 * batch * kernel_num * kernel + conv,
+            elements_moved=2.0 * batch * kernel,
+            per_sample_kernels=batch * kernel,
         ),
         # K convolutions at once, then a K-term weighted sum; the K outputs are written and read.
         "bank": PathCost(

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Annotated, ClassVar, Literal
 
 import torch
@@ -328,6 +329,7 @@ class KWConvNd(TemperatureControlled, MultiPathLayer):
         assembly = PathCost(
             flops=2.0 * batch * m.count * n * cell_numel + 2.0 * batch * kernel_numel * positions,
             elements_moved=2.0 * batch * kernel_numel,
+            per_sample_kernels=batch * kernel_numel,
         )
         unfolded_rows = s.in_channels * math.prod(s.kernel_size)
         costs = {}
@@ -335,7 +337,8 @@ class KWConvNd(TemperatureControlled, MultiPathLayer):
             costs["batched_matmul"] = assembly
         elif self.path_unavailable("batched_matmul") is None:  # on the unfolded input, reordered
             unfolding = 2.0 * batch * unfolded_rows * positions
-            costs["batched_matmul"] = PathCost(assembly.flops, assembly.elements_moved + 2.0 * unfolding)
+            moved = assembly.elements_moved + 2.0 * unfolding
+            costs["batched_matmul"] = replace(assembly, elements_moved=moved)
         costs["grouped_conv"] = assembly
         if self.path_unavailable("cell_conv") is None:
             cell_out = self.plan.cell_shape[0]

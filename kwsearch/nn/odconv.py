@@ -82,7 +82,9 @@ def odconv_costs(
     assembly = 2.0 * batch * kernel_num * kernel + (batch * kernel if kernel_elems > 1 else 0.0)
     costs = {
         "assemble": PathCost(
-            flops=conv + scaling + assembly, elements_moved=scaled_input + 2.0 * batch * kernel
+            flops=conv + scaling + assembly,
+            elements_moved=scaled_input + 2.0 * batch * kernel,
+            per_sample_kernels=batch * kernel,
         )
     }
     if groups == 1:
