@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -322,3 +323,19 @@ def study_of(
     )
     store.add(trials)
     return store
+
+
+# ResNet18's 3x3 layers at 112 px, batch 32: (in, out, input side, stride) and the path of DY-CNN
+# and ODConv that bench/ops.py timed fastest on a CPU (docs/benchmarks.md, "the cost model's
+# per-sample kernels"): the cost model on a CPU must choose the same.
+RESNET18_LAYERS_TIMED_ON_A_CPU = [
+    (64, 64, 28, 1, "assemble"),
+    (128, 128, 14, 1, "assemble"),
+    (128, 256, 14, 2, "bank"),
+    (256, 256, 7, 1, "bank"),
+]
+
+
+def per_sample_passes_left_out(costs: dict) -> dict:
+    """``costs`` without their per-sample kernels (what the cost model counted before it knew them)."""
+    return {path: replace(c, per_sample_kernels=0.0) for path, c in costs.items()}

@@ -3,8 +3,6 @@ temperature, the cost-based path choice and the factory."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 import torch
 from torch.func import functional_call
@@ -13,7 +11,13 @@ from kwsearch.nn.cost import cheapest
 from kwsearch.nn.dyconv import PATHS, DyConv2d, DyConvOptions, dyconv_costs
 from kwsearch.nn.factory import ConvFactory, ConvSpecError
 from kwsearch.nn.temperature import SOFTMAX_DEFAULT_SCHEDULE
-from tests.helpers import assert_rel_close, per_sample_conv, randomize_
+from tests.helpers import (
+    RESNET18_LAYERS_TIMED_ON_A_CPU,
+    assert_rel_close,
+    per_sample_conv,
+    per_sample_passes_left_out,
+    randomize_,
+)
 
 TEMPERATURE = 2.7
 
@@ -231,16 +235,6 @@ def test_options_are_frozen_and_defaults_match_paper():
         options.kernel_num = 2  # type: ignore[misc]
 
 
-# ResNet18's 3x3 layers at 112 px, batch 32: (in, out, input side, stride) and the path
-# bench/ops.py timed fastest on a CPU (docs/benchmarks.md, "The cost model's per-sample kernels").
-RESNET18_LAYERS_TIMED_ON_A_CPU = [
-    (64, 64, 28, 1, "assemble"),
-    (128, 128, 14, 1, "assemble"),
-    (128, 256, 14, 2, "bank"),
-    (256, 256, 7, 1, "bank"),
-]
-
-
 @pytest.mark.parametrize(
     ("channels", "out_channels", "side", "stride", "timed"), RESNET18_LAYERS_TIMED_ON_A_CPU
 )
@@ -258,5 +252,5 @@ def test_cost_model_on_a_cpu_takes_the_path_timed_fastest(channels, out_channels
         out_positions=out_side**2,
     )
     assert cheapest(costs, torch.device("cpu")) == timed
-    unpassed = {path: replace(c, per_sample_kernels=0.0) for path, c in costs.items()}
+    unpassed = per_sample_passes_left_out(costs)
     assert [c.time("cuda") for c in costs.values()] == [c.time("cuda") for c in unpassed.values()]

@@ -4,7 +4,6 @@ reference implementation's semantics, gradients, sizes, temperature, path choice
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
 
 import pytest
 import torch
@@ -14,7 +13,13 @@ from kwsearch.nn.cost import cheapest
 from kwsearch.nn.factory import ConvFactory, ConvSpecError
 from kwsearch.nn.odconv import PATHS, ODConv2d, ODConvOptions, odconv_costs
 from kwsearch.nn.temperature import SOFTMAX_DEFAULT_SCHEDULE
-from tests.helpers import assert_rel_close, per_sample_conv, randomize_
+from tests.helpers import (
+    RESNET18_LAYERS_TIMED_ON_A_CPU,
+    assert_rel_close,
+    per_sample_conv,
+    per_sample_passes_left_out,
+    randomize_,
+)
 
 TEMPERATURE = 2.7
 
@@ -324,19 +329,12 @@ def test_options_defaults_match_reference():
 
 
 @pytest.mark.parametrize(
-    ("channels", "out_channels", "side", "stride", "timed"),
-    [
-        (64, 64, 28, 1, "assemble"),
-        (128, 128, 14, 1, "assemble"),
-        (128, 256, 14, 2, "bank"),
-        (256, 256, 7, 1, "bank"),
-    ],
+    ("channels", "out_channels", "side", "stride", "timed"), RESNET18_LAYERS_TIMED_ON_A_CPU
 )
 def test_cost_model_on_a_cpu_takes_the_path_timed_fastest(channels, out_channels, side, stride, timed):
-    """ResNet18's 3x3 layers at 112 px, batch 32, and the path bench/ops.py timed fastest on a
-    CPU (docs/benchmarks.md): from 128->256 on the batch-shared bank, 2.1x to 2.8x faster there
-    than assembling per-sample kernels, which the cost model picked before it counted the
-    product's extra passes over them. A GPU counts no such pass."""
+    """From 128->256 on, the batch-shared bank (2.1x to 2.8x faster there than assembling
+    per-sample kernels, which the cost model chose before it counted the product's extra passes
+    over them). A GPU counts no such pass."""
     out_side = (side - 1) // stride + 1
     costs = odconv_costs(
         batch=32,
@@ -349,5 +347,5 @@ def test_cost_model_on_a_cpu_takes_the_path_timed_fastest(channels, out_channels
         out_positions=out_side**2,
     )
     assert cheapest(costs, torch.device("cpu")) == timed
-    unpassed = {path: replace(c, per_sample_kernels=0.0) for path, c in costs.items()}
+    unpassed = per_sample_passes_left_out(costs)
     assert [c.time("cuda") for c in costs.values()] == [c.time("cuda") for c in unpassed.values()]
