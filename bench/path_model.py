@@ -17,7 +17,9 @@ extra passes over per-sample kernels (``_PER_SAMPLE_KERNEL_PASSES`` in ``kwsearc
 ``--list`` names every layer the cost model sends down a slower path.
 
 No timing is done here: the figures are only as good as the caches' timings (one machine, one
-thread count, one torch version; noisy where two paths are close).
+thread count, one torch version; noisy where two paths are close). Layers are looked up as a CPU
+times them (float32, contiguous, no autocast): a GPU cache's entries (bf16 autocast,
+channels_last) are not found, and such a section prints nothing.
 """
 
 from __future__ import annotations
