@@ -12,6 +12,7 @@ from torch import nn
 
 from kwsearch.models import account, build_model, parse_model_config
 from kwsearch.nn import ConvFactory, KWConvNd, PathCache, choose_paths, measuring_enabled
+from kwsearch.nn.cost import cheapest
 from kwsearch.nn.path_cache import PATHS_REVISION
 from kwsearch.nn.path_choice import MEASURE_ENV
 from tests.helpers import randomize_
@@ -215,14 +216,31 @@ def test_a_path_that_raises_is_left_out_and_never_chosen(tmp_path, monkeypatch):
     def broken(layer, x, alpha):
         raise RuntimeError("kernel failed to compile")
 
-    monkeypatch.setitem(KWConvNd._PATHS, "batched_matmul", broken)
+    monkeypatch.setitem(KWConvNd._PATHS, "input_mixing", broken)
     factory = ConvFactory({"family": "kw"})
     model = nn.Sequential(factory.conv(16, 16, 3, padding=1, name="a"))
     factory.finalize(randomize_(model))
-    # a small map: the cost model leaves every path to timing (and runs the model on input_mixing)
+    # a small map: the cost model leaves every path to timing, and favours input_mixing: the
+    # model, run first to see each layer's input, takes it and must not end there
     x = torch.randn(3, 16, 3, 3)
-    with pytest.warns(RuntimeWarning, match="'batched_matmul'.*kernel failed to compile"):
+    assert cheapest(model[0].path_costs(x), x.device) == "input_mixing"
+    with pytest.warns(RuntimeWarning, match="'input_mixing'.*kernel failed to compile"):
         (entry,) = choose_paths(model, x, measure=True, cache_file=tmp_path / "paths.json")
     assert entry.choice.source == "measured"
-    assert entry.choice.path != "batched_matmul" and "batched_matmul" not in entry.choice.milliseconds
+    assert entry.choice.path != "input_mixing" and "input_mixing" not in entry.choice.milliseconds
     assert len(entry.choice.milliseconds) >= 2
+    assert model[0].path is None  # the published path it ran on to record inputs is not kept
+
+
+def test_an_error_the_published_path_raises_too_is_the_models_own(monkeypatch):
+    def broken(layer, x, alpha):
+        raise RuntimeError("kernel failed to compile")
+
+    monkeypatch.setitem(KWConvNd._PATHS, "input_mixing", broken)
+    monkeypatch.setitem(KWConvNd._PATHS, "grouped_conv", broken)
+    factory = ConvFactory({"family": "kw"})
+    model = nn.Sequential(factory.conv(16, 16, 3, padding=1, name="a"))
+    factory.finalize(model)
+    with pytest.raises(RuntimeError, match="kernel failed to compile"):
+        choose_paths(model, torch.randn(3, 16, 3, 3), measure=False)
+    assert model[0].path is None

@@ -44,9 +44,7 @@ class KernelBankConv2d(TemperatureControlled, MultiPathLayer):
     (:class:`kwsearch.nn.paths.MultiPathLayer`).
     """
 
-    # The path of the published algorithm: MAC counts use it, so they describe the config, not
-    # whichever exact path a device happens to pick.
-    published_path = "assemble"
+    published_path = "assemble"  # the reference implementation's algorithm
 
     def __init__(
         self,

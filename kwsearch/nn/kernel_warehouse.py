@@ -103,9 +103,7 @@ class KWOptions(BaseModel):
 class KWConvNd(TemperatureControlled, MultiPathLayer):
     """A convolution whose kernel is assembled per sample from cells of a shared warehouse."""
 
-    # The path of the published algorithm: MAC counts use it, so they describe the config, not
-    # whichever exact path a device happens to pick.
-    published_path = "grouped_conv"
+    published_path = "grouped_conv"  # the reference implementation's algorithm
 
     dims: int = 2
     attention: KWAttention

@@ -183,18 +183,47 @@ def _cache_key(layer: MultiPathLayer, spec: InputSpec, autocast_dtype: torch.dty
 def _recorded_inputs(
     model: nn.Module, example: torch.Tensor, autocast_dtype: torch.dtype | None
 ) -> list[tuple[MultiPathLayer, InputSpec]]:
-    """Each (multi-path layer, input) ``model`` meets running on ``example``, in call order, once."""
+    """Each (multi-path layer, input) ``model`` meets running on ``example``, in call order, once.
+
+    The model runs on the paths its layers would take (the cost model's, where nothing was chosen
+    yet). Where one of those raises (a Triton kernel that does not compile for this device), it
+    runs again on the published algorithms, so that the timing leaves that path out instead of
+    the training ending here; an error they raise too is the model's own."""
     training = model.training
     model.eval()
     try:
-        with recording_inputs() as recorded, torch.no_grad(), _autocast(example.device, autocast_dtype):
-            model(example)
+        try:
+            recorded = _run_recording(model, example, autocast_dtype)
+        except Exception:
+            with _published_paths(model):
+                recorded = _run_recording(model, example, autocast_dtype)
     finally:
         model.train(training)
     seen: dict[tuple[int, InputSpec], tuple[MultiPathLayer, InputSpec]] = {}
     for layer, spec in recorded:
         seen.setdefault((id(layer), spec), (layer, spec))
     return list(seen.values())
+
+
+def _run_recording(
+    model: nn.Module, example: torch.Tensor, autocast_dtype: torch.dtype | None
+) -> list[tuple[MultiPathLayer, InputSpec]]:
+    with recording_inputs() as recorded, torch.no_grad(), _autocast(example.device, autocast_dtype):
+        model(example)
+    return recorded
+
+
+@contextlib.contextmanager
+def _published_paths(model: nn.Module) -> Iterator[None]:
+    """Every multi-path layer of ``model`` not forced onto a path takes its published one."""
+    free = [m for m in model.modules() if isinstance(m, MultiPathLayer) and m.path is None]
+    for layer in free:
+        layer.path = layer.published_path
+    try:
+        yield
+    finally:
+        for layer in free:
+            layer.path = None
 
 
 def choose_paths(

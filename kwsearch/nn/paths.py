@@ -85,6 +85,9 @@ class MultiPathLayer(nn.Module):
     """
 
     paths: ClassVar[tuple[str, ...]] = ()
+    # The path of the published algorithm: MAC counts use it, so they describe the config, not
+    # whichever exact path a device happens to pick; it runs wherever torch runs.
+    published_path: ClassVar[str]
 
     def __init__(self) -> None:
         super().__init__()
