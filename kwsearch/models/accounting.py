@@ -11,6 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from kwsearch.models.config import ModelConfigError
 from kwsearch.nn import TemperatureControlled, sparse_training, warehouse_managers
+from kwsearch.nn.paths import MultiPathLayer, published_paths
 from kwsearch.nn.sparsity import MASK_BUFFER, planned_nonzeros, sparse_targets
 
 
@@ -81,22 +82,16 @@ def check_input(model: nn.Module, input_shape: tuple[int, ...]) -> None:
     layer on its published path; on the meta device no arithmetic is done). Raises
     ModelConfigError when it does not pass: an image smaller than the network's downsampling, a
     size a patch embedding was not built for."""
-    dynamic = [m for m in model.modules() if isinstance(m, TemperatureControlled)]
-    chosen = [m.path for m in dynamic]
     was_training = model.training
     try:
-        for m in dynamic:
-            m.path = m.published_path
         model.eval()
         device = next(model.parameters()).device
-        with torch.no_grad():
+        with published_paths(m for m in model.modules() if isinstance(m, MultiPathLayer)), torch.no_grad():
             model(torch.zeros(1, *input_shape, device=device))
     except (RuntimeError, ValueError) as error:
         shape = "x".join(map(str, input_shape))
         raise ModelConfigError(f"a {shape} input does not pass through the network ({error})") from None
     finally:
-        for m, path in zip(dynamic, chosen, strict=True):
-            m.path = path
         model.train(was_training)
 
 

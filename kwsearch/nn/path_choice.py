@@ -31,7 +31,7 @@ from torch import nn
 
 from kwsearch.nn.cost import PathCost, cheapest
 from kwsearch.nn.path_cache import PathCache
-from kwsearch.nn.paths import InputSpec, MultiPathLayer, PathChoice, recording_inputs
+from kwsearch.nn.paths import InputSpec, MultiPathLayer, PathChoice, published_paths, recording_inputs
 
 MEASURE_ENV = "KWSEARCH_MEASURE_PATHS"
 _REPEATS = 3  # timed runs per path after one warm-up run; the fastest counts
@@ -195,7 +195,8 @@ def _recorded_inputs(
         try:
             recorded = _run_recording(model, example, autocast_dtype)
         except Exception:
-            with _published_paths(model):
+            free = [m for m in model.modules() if isinstance(m, MultiPathLayer) and m.path is None]
+            with published_paths(free):  # forced paths stand
                 recorded = _run_recording(model, example, autocast_dtype)
     finally:
         model.train(training)
@@ -211,19 +212,6 @@ def _run_recording(
     with recording_inputs() as recorded, torch.no_grad(), _autocast(example.device, autocast_dtype):
         model(example)
     return recorded
-
-
-@contextlib.contextmanager
-def _published_paths(model: nn.Module) -> Iterator[None]:
-    """Every multi-path layer of ``model`` not forced onto a path takes its published one."""
-    free = [m for m in model.modules() if isinstance(m, MultiPathLayer) and m.path is None]
-    for layer in free:
-        layer.path = layer.published_path
-    try:
-        yield
-    finally:
-        for layer in free:
-            layer.path = None
 
 
 def choose_paths(

@@ -16,7 +16,7 @@ graph break.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -74,6 +74,20 @@ def recording_inputs() -> Iterator[list[tuple[MultiPathLayer, InputSpec]]]:
         yield _recorded
     finally:
         _recorded = outer
+
+
+@contextlib.contextmanager
+def published_paths(layers: Iterable[MultiPathLayer]) -> Iterator[None]:
+    """Inside the block each of ``layers`` takes its published path; after it, its own again."""
+    layers = list(layers)
+    own = [layer.path for layer in layers]
+    for layer in layers:
+        layer.path = layer.published_path
+    try:
+        yield
+    finally:
+        for layer, path in zip(layers, own, strict=True):
+            layer.path = path
 
 
 class MultiPathLayer(nn.Module):
