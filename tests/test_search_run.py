@@ -134,6 +134,31 @@ def test_over_budget_configs_never_reach_the_trainer(tmp_path):
     assert all(t["config"]["cost_point"][0] <= limit for t in reached)
 
 
+def test_a_config_proposed_again_is_stored_a_duplicate_and_never_built_again(tmp_path, monkeypatch):
+    from kwsearch.search.budget import MetaBuild
+
+    built = Counter()
+
+    class CountedBuild(MetaBuild):  # the real build, counted per config
+        def __init__(self, config) -> None:
+            built[config.model_dump_json()] += 1
+            super().__init__(config)
+
+    monkeypatch.setattr("kwsearch.search.policy.MetaBuild", CountedBuild)
+    # two configs, three trials to train: the random sampler proposes one of them again
+    space = {"width": {"choice": [0.0625, 0.09375]}, "conv": {"family": "static"}}
+    study = tiny_study("again", space, sampler={"name": "random", "seed": 1}, budget={"trials": 2})
+    summary, trials, _ = search(tmp_path, study)
+    duplicates = [t for t in trials if status_of(t) == "duplicate"]
+    assert duplicates and summary.duplicates == len(duplicates) and summary.complete == 2
+    assert sorted(built.values()) == [1, 1]  # each config built when first proposed, only then
+    for duplicate in duplicates:
+        original = trials[duplicate.user_attrs["duplicate_of"]]
+        assert duplicate.params == original.params
+        assert duplicate.user_attrs["costs"] == original.user_attrs["costs"]
+        assert original.user_attrs["costs"]["macs"] > 0
+
+
 def test_early_stopped_trials_are_stored_pruned_never_complete(tmp_path):
     # equal costs (dropout adds no parameters): the rung ranks by accuracy alone
     study = tiny_study(

@@ -425,10 +425,14 @@ class SearchPolicy:
         identity = _identity(config, seed)
         self._last_was_repeat = identity in self._proposed
         self._proposed.add(identity)
+        original = self.store.trial(self._trained[identity]) if identity in self._trained else None
+        # a config trained already is not built again: its trial stored its costs (MACs counted)
+        known = original.costs if original is not None else None
+        known = known if known is not None and known.macs is not None else None
         try:
             model = parse_model_config(config, self.plan.space.source)
-            build = MetaBuild(model)
-            costs = build.costs(macs=self.plan.budget.counts_macs)
+            build = MetaBuild(model) if known is None else None
+            costs = build.costs(macs=self.plan.budget.counts_macs) if build is not None else known
         except ModelConfigError as error:
             unbuildable = {"buildable": 1.0, **dict.fromkeys(self.plan.budget.limits, 0.0)}
             self._infeasible(writer, unbuildable, None, f"invalid config: {error}")
@@ -451,8 +455,8 @@ class SearchPolicy:
             if measured is not None:
                 costs = costs.with_measured(measured)
             writer.set_costs(costs)
-        if identity in self._trained:
-            writer.duplicate(self.store.trial(self._trained[identity]))
+        if original is not None:
+            writer.duplicate(original)
             self.on_change()
             return None
         earlier = writer.earlier_history()  # a dead driver's trial, run again
