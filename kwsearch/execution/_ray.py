@@ -18,6 +18,8 @@ class ClusterError(ValueError):
 
 # Ray Tune's limit on the runs it places at once (read when a Tune run starts).
 PENDING_ENV = "TUNE_MAX_PENDING_TRIALS_PG"
+# Ray's setting for starting idle worker processes with the first driver (read when Ray starts).
+PRESTART_ENV = "RAY_prestart_worker_first_driver"
 # How long the Ray cluster named by --address may take to accept a connection.
 CONNECT_TIMEOUT_S = 5
 
@@ -45,6 +47,10 @@ def ray_session(address: str | None) -> Iterator[dict[str, float]]:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # A Ray started here starts no idle worker processes ahead of time: Ray Tune's actors ask for a
+    # runtime environment of their own, so they never take those; each one cost a second of CPU as
+    # the search started, on the cores its first runs wait for. (Read by a Ray started here only.)
+    os.environ.setdefault(PRESTART_ENV, "0")
     import ray
 
     started_here = not ray.is_initialized()
