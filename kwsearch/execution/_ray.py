@@ -47,9 +47,10 @@ def ray_session(address: str | None) -> Iterator[dict[str, float]]:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    # A Ray started here starts no idle worker processes ahead of time: Ray Tune's actors ask for a
-    # runtime environment of their own, so they never take those; each one cost a second of CPU as
-    # the search started, on the cores its first runs wait for. (Read by a Ray started here only.)
+    # A Ray started here starts no idle worker processes ahead of time (one per CPU): Ray Tune's
+    # actors ask for a runtime environment of their own, so they never take those, which cost half
+    # a CPU-second each as the search started, on the cores its first runs wait for. (Read by a
+    # Ray started here only.)
     os.environ.setdefault(PRESTART_ENV, "0")
     import ray
 
