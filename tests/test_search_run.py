@@ -145,7 +145,7 @@ def test_a_config_proposed_again_is_stored_a_duplicate_and_never_built_again(tmp
             super().__init__(config)
 
     monkeypatch.setattr("kwsearch.search.policy.MetaBuild", CountedBuild)
-    # two configs, three trials to train: the random sampler proposes one of them again
+    # two configs to train: with this seed the random sampler proposes the first one twice
     space = {"width": {"choice": [0.0625, 0.09375]}, "conv": {"family": "static"}}
     study = tiny_study("again", space, sampler={"name": "random", "seed": 1}, budget={"trials": 2})
     summary, trials, _ = search(tmp_path, study)

@@ -426,13 +426,14 @@ class SearchPolicy:
         self._last_was_repeat = identity in self._proposed
         self._proposed.add(identity)
         original = self.store.trial(self._trained[identity]) if identity in self._trained else None
-        # a config trained already is not built again: its trial stored its costs (MACs counted)
-        known = original.costs if original is not None else None
-        known = known if known is not None and known.macs is not None else None
+        stored = original.costs if original is not None else None
         try:
             model = parse_model_config(config, self.plan.space.source)
-            build = MetaBuild(model) if known is None else None
-            costs = build.costs(macs=self.plan.budget.counts_macs) if build is not None else known
+            if stored is not None and stored.macs is not None:  # trained already: not built again
+                build, costs = None, stored
+            else:
+                build = MetaBuild(model)
+                costs = build.costs(macs=self.plan.budget.counts_macs)
         except ModelConfigError as error:
             unbuildable = {"buildable": 1.0, **dict.fromkeys(self.plan.budget.limits, 0.0)}
             self._infeasible(writer, unbuildable, None, f"invalid config: {error}")
