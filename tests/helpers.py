@@ -336,6 +336,11 @@ RESNET18_LAYERS_TIMED_ON_A_CPU = [
 ]
 
 
-def per_sample_passes_left_out(costs: dict) -> dict:
-    """``costs`` without their per-sample kernels (what the cost model counted before it knew them)."""
-    return {path: replace(c, per_sample_kernels=0.0) for path, c in costs.items()}
+def assert_cpu_takes_timed_path_gpu_estimate_unchanged(costs: dict, timed: str) -> None:
+    """On a CPU the cost model chooses ``timed`` among ``costs``; on a GPU each path's estimate is
+    what it was before the per-sample kernels' passes were counted (none are, there)."""
+    from kwsearch.nn.cost import cheapest
+
+    assert cheapest(costs, torch.device("cpu")) == timed
+    before = {path: replace(c, per_sample_kernels=0.0) for path, c in costs.items()}
+    assert [c.time("cuda") for c in costs.values()] == [c.time("cuda") for c in before.values()]
